@@ -1,0 +1,124 @@
+import Foundation
+
+/// The whole of a validated configuration. Paths in it are absolute: relative paths in the
+/// YAML file are resolved against the directory that holds the file, so the gateway behaves
+/// the same whatever directory it is started from.
+public struct GatehouseConfig: Sendable {
+    public var configPath: String
+    public var dataDir: String
+    public var listen: Listen
+    public var users: [User]
+    public var assets: [Asset]
+    public var grants: [Grant]
+    public var security: Security
+
+    public struct Listen: Sendable {
+        public var ssh: HostPort
+    }
+
+    public struct User: Sendable, Equatable {
+        public var name: String
+        public var passwordHash: String?
+        public var authorizedKeys: [AuthorizedKey]
+        public var role: Role
+    }
+
+    public enum Role: String, Sendable, CaseIterable {
+        case user, auditor, admin
+    }
+
+    public struct Asset: Sendable, Equatable {
+        public var name: String
+        public var host: String
+        public var sshPort: Int
+        /// `SHA256:...` fingerprint the asset must present; nil means trust on first use.
+        public var hostKey: String?
+        public var accounts: [Account]
+    }
+
+    public struct Account: Sendable, Equatable {
+        public var name: String
+        public var credential: Credential
+    }
+
+    /// Where the secret for an asset account lives. Never the secret itself: config files get
+    /// copied, pasted and committed.
+    public enum Credential: Sendable, Equatable {
+        case passwordEnv(String)
+        case passwordFile(String)
+        case privateKeyFile(String)
+    }
+
+    public struct Grant: Sendable, Equatable {
+        public var users: [String]
+        public var assets: [String]
+        /// Empty means every account of the granted assets.
+        public var accounts: [String]
+    }
+
+    /// Protection against password guessing: `maxFailures` failed logins for one user from one
+    /// address within `window` seconds lock that pair out for `lockout` seconds.
+    public struct Security: Sendable {
+        public var maxFailures: Int = 5
+        public var failureWindow: TimeInterval = 300
+        public var lockout: TimeInterval = 300
+        public var allowPortForwarding: Bool = false
+        public var allowAgentForwarding: Bool = false
+        public var allowX11Forwarding: Bool = false
+        /// Seconds allowed to connect and log in to an asset.
+        public var upstreamTimeout: TimeInterval = 10
+    }
+}
+
+public struct HostPort: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port`, `[v6]:port`.
+    public init?(parsing text: String) {
+        var host: Substring
+        var portText: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { return nil }
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portText = rest.dropFirst()
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+            if host.contains(":") { return nil }
+        }
+        guard !host.isEmpty, let port = Int(portText), (0...65535).contains(port) else { return nil }
+        self.host = String(host)
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// A public key from an `authorized_keys` style line: `type base64 [comment]`.
+public struct AuthorizedKey: Sendable, Equatable {
+    public var type: String
+    public var base64: String
+    public var comment: String
+
+    public init?(line: String) {
+        let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
+        guard parts.count >= 2 else { return nil }
+        let knownTypes = ["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                          "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+                          "sk-ecdsa-sha2-nistp256@openssh.com"]
+        guard knownTypes.contains(String(parts[0])),
+              Data(base64Encoded: String(parts[1])) != nil else { return nil }
+        type = String(parts[0])
+        base64 = String(parts[1])
+        comment = parts.count > 2 ? String(parts[2]) : ""
+    }
+}

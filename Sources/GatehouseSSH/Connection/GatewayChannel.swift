@@ -1,0 +1,387 @@
+import CLibSSH
+import Dispatch
+import Foundation
+import GatehouseCore
+
+/// One session channel of a user's connection, and the asset leg behind it.
+///
+/// Lifecycle: the client asks for a program (shell, exec, subsystem); then either the asset
+/// menu runs (shell without an asset in the login name), or the gateway connects to the asset
+/// and relays until one side ends. After a menu-chosen asset session the menu comes back.
+final class GatewayChannel: @unchecked Sendable {
+    enum Phase {
+        case awaitingProgram
+        case menu(AssetMenu)
+        case connecting(Directory.Target)
+        case relaying(Relay)
+        case finished
+    }
+
+    struct Relay {
+        var leg: UpstreamLeg
+        var target: Directory.Target
+        var returnToMenu: Bool
+        var started = Date()
+        var stdinEOFSent = false
+        var stdoutEOF = false
+        var stderrEOF = false
+    }
+
+    unowned let connection: ClientConnection
+    let channel: OpaquePointer
+    let login: LoginName
+    var pty: PtyRequest?
+    var environment: [(String, String)] = []
+    var program: ChannelProgram?
+    var notices: [String] = []
+    private(set) var phase: Phase = .awaitingProgram
+    private var callbacks: UnsafeMutablePointer<ssh_channel_callbacks_struct>
+
+    init(connection: ClientConnection, channel: OpaquePointer, login: LoginName) {
+        self.connection = connection
+        self.channel = channel
+        self.login = login
+        callbacks = .allocate(capacity: 1)
+        callbacks.initialize(to: ssh_channel_callbacks_struct())
+        installCallbacks()
+    }
+
+    deinit {
+        callbacks.deinitialize(count: 1)
+        callbacks.deallocate()
+    }
+
+    var isDone: Bool {
+        if case .finished = phase { return true }
+        return false
+    }
+
+    private var clientClosed: Bool { ssh_channel_is_closed(channel) != 0 }
+
+    // MARK: Requests from the client
+
+    private func installCallbacks() {
+        let cb = callbacks
+        cb.pointee.size = MemoryLayout<ssh_channel_callbacks_struct>.size
+        cb.pointee.userdata = Unmanaged.passUnretained(self).toOpaque()
+        cb.pointee.channel_pty_request_function = { _, _, term, cols, rows, _, _, ud in
+            let c = Unmanaged<GatewayChannel>.fromOpaque(ud!).takeUnretainedValue()
+            guard case .awaitingProgram = c.phase else { return -1 }
+            // A 0x0 terminal (some clients send it) would break full-screen programs.
+            c.pty = PtyRequest(term: term.map { String(cString: $0) } ?? "xterm",
+                               columns: cols > 0 ? Int(cols) : 80, rows: rows > 0 ? Int(rows) : 24)
+            return 0
+        }
+        cb.pointee.channel_env_request_function = { _, _, name, value, ud in
+            let c = Unmanaged<GatewayChannel>.fromOpaque(ud!).takeUnretainedValue()
+            guard let name, let value, c.environment.count < 64 else { return -1 }
+            c.environment.append((String(cString: name), String(cString: value)))
+            return 0
+        }
+        cb.pointee.channel_shell_request_function = { _, _, ud in
+            Unmanaged<GatewayChannel>.fromOpaque(ud!).takeUnretainedValue().request(.shell)
+        }
+        cb.pointee.channel_exec_request_function = { _, _, command, ud in
+            Unmanaged<GatewayChannel>.fromOpaque(ud!).takeUnretainedValue().request(.exec(command.map { String(cString: $0) } ?? ""))
+        }
+        cb.pointee.channel_subsystem_request_function = { _, _, name, ud in
+            Unmanaged<GatewayChannel>.fromOpaque(ud!).takeUnretainedValue().request(.subsystem(name.map { String(cString: $0) } ?? ""))
+        }
+        cb.pointee.channel_pty_window_change_function = { _, _, cols, rows, _, _, ud in
+            let c = Unmanaged<GatewayChannel>.fromOpaque(ud!).takeUnretainedValue()
+            c.resize(columns: Int(cols), rows: Int(rows))
+            return 0
+        }
+        cb.pointee.channel_signal_function = { _, _, signal, ud in
+            let c = Unmanaged<GatewayChannel>.fromOpaque(ud!).takeUnretainedValue()
+            if case let .relaying(relay) = c.phase, let signal { ssh_channel_request_send_signal(relay.leg.channel, signal) }
+        }
+        cb.pointee.channel_auth_agent_req_function = { _, _, ud in
+            let c = Unmanaged<GatewayChannel>.fromOpaque(ud!).takeUnretainedValue()
+            c.notices.append("Agent forwarding is disabled on this gateway.")
+        }
+        ssh_set_channel_callbacks(channel, cb)
+    }
+
+    private func request(_ program: ChannelProgram) -> Int32 {
+        guard self.program == nil else { return -1 }
+        self.program = program
+        return 0 // started by the next pump, after libssh has sent the reply
+    }
+
+    private func resize(columns: Int, rows: Int) {
+        guard columns > 0, rows > 0 else { return }
+        pty?.columns = columns
+        pty?.rows = rows
+        connection.emit(.resize(columns: columns, rows: rows))
+        if case let .relaying(relay) = phase { ssh_channel_change_pty_size(relay.leg.channel, Int32(columns), Int32(rows)) }
+    }
+
+    // MARK: Pumping
+
+    /// Advances this channel; true when anything moved or changed.
+    func pump() -> Bool {
+        switch phase {
+        case .awaitingProgram:
+            if clientClosed { teardown(); return true }
+            guard let program else { return false }
+            start(program)
+            return true
+        case .menu(var menu):
+            if clientClosed { teardown(); return true }
+            let n = ssh_channel_read_nonblocking(channel, connection.buffer, UInt32(1024), 0)
+            if n == SSH_EOF || n == SSH_ERROR { finishClient(status: 0); return true }
+            guard n > 0 else { return false }
+            let bytes = Array(UnsafeRawBufferPointer(start: connection.buffer, count: Int(n)))
+            let (output, action) = menu.feed(bytes)
+            phase = .menu(menu)
+            write(output)
+            switch action {
+            case .none: break
+            case .quit: finishClient(status: 0)
+            case .connect(let target): connect(target, returnToMenu: true)
+            }
+            return true
+        case .connecting:
+            if clientClosed { phase = .finished; return true }
+            return false
+        case .relaying(var relay):
+            let moved = relayOnce(&relay)
+            if case .relaying = phase { phase = .relaying(relay) }
+            return moved
+        case .finished:
+            return false
+        }
+    }
+
+    func armUpstreamWrites() {
+        if case let .relaying(relay) = phase {
+            relay.leg.watcher?.wantsWrite(ssh_blocking_flush(relay.leg.session, 0) == SSH_AGAIN)
+        }
+    }
+
+    private func start(_ program: ChannelProgram) {
+        if let asset = login.asset {
+            switch connection.context.directory.route(user: login.user, asset: asset, account: login.account) {
+            case .success(let target): connect(target, returnToMenu: false)
+            case .failure(let error): fail("\(error)", activity: .upstreamFailed)
+            }
+            return
+        }
+        guard program == .shell else {
+            fail("name the asset to run a command: ssh \(login.user)@ASSET@gateway 'command'", activity: .upstreamFailed)
+            return
+        }
+        showMenu(note: nil)
+    }
+
+    private func showMenu(note: String?) {
+        let targets = connection.context.directory.targets(for: login.user)
+        let menu = AssetMenu(user: login.user, targets: targets, echo: pty != nil)
+        write(Array(menu.screen(note: note).utf8))
+        phase = .menu(menu)
+    }
+
+    private func connect(_ target: Directory.Target, returnToMenu: Bool) {
+        phase = .connecting(target)
+        connection.updateSummary { $0.asset = target.asset.name; $0.account = target.account.name }
+        if returnToMenu { write(Array("Connecting to \(target.label)...\r\n".utf8)) }
+        let connector = UpstreamConnector(target: target, hostKeys: connection.context.hostKeys,
+                                          timeout: connection.context.config.security.upstreamTimeout,
+                                          pty: pty, environment: environment, program: program ?? .shell)
+        let queue = connection.queue
+        DispatchQueue.global(qos: .userInitiated).async {
+            let result = SendableResult(connector.connect())
+            queue.async { self.didConnect(result.value, target: target, returnToMenu: returnToMenu) }
+        }
+    }
+
+    private func didConnect(_ result: Result<UpstreamLeg, UpstreamError>, target: Directory.Target, returnToMenu: Bool) {
+        guard case .connecting = phase, connection.phase != .closed else {
+            if case .success(let leg) = result { leg.shutdown() }
+            return
+        }
+        let log = connection.logger
+        switch result {
+        case .failure(let error):
+            log.warning("asset connection failed", metadata: ["user": "\(login.user)", "asset": "\(target.asset.name)",
+                                                              "account": "\(target.account.name)", "error": "\(error)"])
+            if returnToMenu {
+                connection.emit(.activity(Activity(.upstreamFailed, "\(error)")))
+                write(Array("gatehouse: \(error)\r\n".utf8))
+                showMenu(note: nil)
+            } else {
+                fail("\(error)", activity: .upstreamFailed)
+            }
+        case .success(let leg):
+            log.info("session start", metadata: ["user": "\(login.user)", "asset": "\(target.asset.name)",
+                                                 "account": "\(target.account.name)", "from": "\(connection.peer)",
+                                                 "program": "\(program?.label ?? "shell")"])
+            connection.emit(.activity(Activity(.upstreamConnected, "\(target.label) (\(leg.fingerprint))")))
+            if let banner = leg.banner, !banner.isEmpty { writeStderr(banner) }
+            for notice in notices { writeStderr("gatehouse: \(notice)\n") }
+            notices.removeAll()
+            if let pty { ssh_channel_change_pty_size(leg.channel, Int32(pty.columns), Int32(pty.rows)) }
+            let connection = self.connection
+            leg.event = connection.event
+            ssh_event_add_session(connection.event, leg.session)
+            leg.watcher = SocketWatcher(fd: leg.fd, queue: connection.queue) { [weak connection] in connection?.pump() }
+            phase = .relaying(Relay(leg: leg, target: target, returnToMenu: returnToMenu))
+            connection.pump()
+        }
+    }
+
+    /// One round of relaying both ways; true when bytes moved or the state changed.
+    private func relayOnce(_ relay: inout Relay) -> Bool {
+        let up = relay.leg.channel
+        let windowsBefore = (ssh_channel_window_size(up), ssh_channel_window_size(channel))
+        var moved = false
+        if clientClosed {
+            endRelay(relay, clientGone: true)
+            return true
+        }
+        if !relay.stdinEOFSent {
+            switch move(from: channel, stderr: false, to: up, toStderr: false) {
+            case .moved(let n): moved = true; connection.bytesFromClient += n
+            case .eof: ssh_channel_send_eof(up); relay.stdinEOFSent = true; moved = true
+            case .idle: break
+            }
+        }
+        if !relay.stdoutEOF {
+            switch move(from: up, stderr: false, to: channel, toStderr: false) {
+            case .moved(let n): moved = true; connection.bytesToClient += n
+            case .eof: relay.stdoutEOF = true; moved = true
+            case .idle: break
+            }
+        }
+        if !relay.stderrEOF {
+            switch move(from: up, stderr: true, to: channel, toStderr: true) {
+            case .moved(let n): moved = true; connection.bytesToClient += n
+            case .eof: relay.stderrEOF = true; moved = true
+            case .idle: break
+            }
+        }
+        let upstreamGone = !relay.leg.isConnected
+        if (relay.stdoutEOF && relay.stderrEOF && ssh_channel_is_closed(up) != 0) || upstreamGone {
+            endRelay(relay, clientGone: false)
+            return true
+        }
+        return moved || windowsBefore != (ssh_channel_window_size(up), ssh_channel_window_size(channel))
+    }
+
+    private enum Move { case moved(Int), eof, idle }
+
+    /// Copies what `destination`'s window allows. Never reads more than can be sent, so the
+    /// source's window closes and the sender is held back: no unbounded buffering here.
+    private func move(from source: OpaquePointer, stderr: Bool, to destination: OpaquePointer, toStderr: Bool) -> Move {
+        var total = 0
+        let buffer = connection.buffer
+        while true {
+            let window = Int(ssh_channel_window_size(destination))
+            if window == 0 { break }
+            let n = ssh_channel_read_nonblocking(source, buffer, UInt32(min(window, ClientConnection.bufferSize)), stderr ? 1 : 0)
+            if n > 0 {
+                var offset = 0
+                while offset < Int(n) {
+                    let w = toStderr
+                        ? ssh_channel_write_stderr(destination, buffer + offset, UInt32(Int(n) - offset))
+                        : ssh_channel_write(destination, buffer + offset, UInt32(Int(n) - offset))
+                    if w <= 0 { break }
+                    offset += Int(w)
+                }
+                if !connection.context.sinks.isEmpty {
+                    let data = Data(bytes: buffer, count: Int(n))
+                    connection.emit(destination == channel ? .output(data, stream: toStderr ? .stderr : .stdout) : .input(data))
+                }
+                total += Int(n)
+                if offset < Int(n) { break }
+                continue
+            }
+            if n == SSH_EOF || n == SSH_ERROR { return total > 0 ? .moved(total) : .eof }
+            break
+        }
+        return total > 0 ? .moved(total) : .idle
+    }
+
+    private func endRelay(_ relay: Relay, clientGone: Bool) {
+        let duration = String(format: "%.1f", Date().timeIntervalSince(relay.started))
+        connection.logger.info("asset session end", metadata: ["user": "\(login.user)", "asset": "\(relay.target.asset.name)",
+                                                               "account": "\(relay.target.account.name)", "duration": "\(duration)s"])
+        let exit = relay.leg.exit
+        let lost = !relay.leg.isConnected && exit == nil
+        relay.leg.shutdown()
+        if clientGone {
+            teardown()
+            return
+        }
+        if relay.returnToMenu {
+            write(Array("\r\nConnection to \(relay.target.asset.name) closed.\r\n".utf8))
+            showMenu(note: nil)
+            return
+        }
+        if lost { writeStderr("gatehouse: connection to asset \"\(relay.target.asset.name)\" was lost\n") }
+        switch exit {
+        case .status(let status)?: ssh_channel_request_send_exit_status(channel, status)
+        case let .signal(name, core, message)?: ssh_channel_request_send_exit_signal(channel, name, core ? 1 : 0, message, "")
+        case nil: ssh_channel_request_send_exit_status(channel, 255)
+        }
+        closeClient()
+    }
+
+    // MARK: Output and endings
+
+    private func write(_ bytes: [UInt8]) {
+        guard !bytes.isEmpty, !clientClosed else { return }
+        bytes.withUnsafeBytes { _ = ssh_channel_write(channel, $0.baseAddress, UInt32($0.count)) }
+        if !connection.context.sinks.isEmpty { connection.emit(.output(Data(bytes), stream: .stdout)) }
+    }
+
+    /// A line for the user's terminal. On a PTY the terminal is raw, so newlines need CR.
+    private func writeStderr(_ text: String) {
+        guard !clientClosed else { return }
+        var t = text
+        if pty != nil { t = t.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\n", with: "\r\n") }
+        let bytes = Array(t.utf8)
+        bytes.withUnsafeBytes { _ = ssh_channel_write_stderr(channel, $0.baseAddress, UInt32($0.count)) }
+        if !connection.context.sinks.isEmpty { connection.emit(.output(Data(bytes), stream: .stderr)) }
+    }
+
+    private func fail(_ message: String, activity: Activity.Kind) {
+        connection.logger.warning("session refused", metadata: ["user": "\(login.user)", "from": "\(connection.peer)", "reason": "\(message)"])
+        connection.emit(.activity(Activity(activity, message)))
+        writeStderr("gatehouse: \(message)\n")
+        finishClient(status: 1)
+    }
+
+    private func finishClient(status: Int32) {
+        if !clientClosed { ssh_channel_request_send_exit_status(channel, status) }
+        closeClient()
+    }
+
+    private func closeClient() {
+        if !clientClosed {
+            ssh_channel_send_eof(channel)
+            ssh_channel_close(channel)
+        }
+        phase = .finished
+    }
+
+    /// Administrator or shutdown: tell the user, then end both legs.
+    func abort(message: String) {
+        writeStderr("\ngatehouse: \(message)\n")
+        if case let .relaying(relay) = phase { relay.leg.shutdown() }
+        finishClient(status: 255)
+    }
+
+    /// The connection is going away: release the asset leg without touching the client.
+    func teardown() {
+        if case let .relaying(relay) = phase { relay.leg.shutdown() }
+        phase = .finished
+    }
+}
+
+/// Carries a result across queues; the leg inside is owned by exactly one queue at a time.
+struct SendableResult<T, E: Error>: @unchecked Sendable {
+    let value: Result<T, E>
+    init(_ value: Result<T, E>) { self.value = value }
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct Gatehouse: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gatehouse",
+        abstract: "An SSH recording gateway: authenticate, route, relay and audit sessions to your assets.",
+        subcommands: [Serve.self, CheckConfig.self, HashPassword.self]
+    )
+}
