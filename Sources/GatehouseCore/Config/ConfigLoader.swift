@@ -26,7 +26,12 @@ public struct ConfigError: Error, CustomStringConvertible {
 /// Reads the YAML configuration and checks it completely, collecting every problem rather
 /// than stopping at the first, so one run of `check-config` shows everything to fix.
 public struct ConfigLoader {
-    public init() {}
+    /// Where `*_env` keys are looked up; the process environment unless a test says otherwise.
+    public var environment: [String: String]
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.environment = environment
+    }
 
     public func load(path: String) throws(ConfigError) -> GatehouseConfig {
         let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
@@ -40,7 +45,8 @@ public struct ConfigLoader {
     }
 
     public func parse(yaml: String, path: String, displayPath: String? = nil) throws(ConfigError) -> GatehouseConfig {
-        var reader = Reader(file: displayPath ?? path, baseDir: URL(fileURLWithPath: path).deletingLastPathComponent().path)
+        var reader = Reader(file: displayPath ?? path, baseDir: URL(fileURLWithPath: path).deletingLastPathComponent().path,
+                            environment: environment)
         let root: Node?
         do {
             root = try Yams.compose(yaml: yaml)
@@ -64,11 +70,13 @@ public struct ConfigLoader {
 private struct Reader {
     let file: String
     let baseDir: String
+    let environment: [String: String]
     var problems: [ConfigProblem] = []
 
-    init(file: String, baseDir: String) {
+    init(file: String, baseDir: String, environment: [String: String]) {
         self.file = file
         self.baseDir = baseDir
+        self.environment = environment
     }
 
     mutating func problem(_ node: Node?, _ path: String, _ message: String) {
@@ -150,7 +158,7 @@ private struct Reader {
 
     mutating func readRoot(_ root: Node, configPath: String) -> GatehouseConfig? {
         let f = fields(root, "", known: ["data_dir", "listen", "users", "assets", "grants", "security", "recording"])
-        let dataDir = string(f["data_dir"], "data_dir").map(resolve) ?? resolve("var")
+        let dataDir = string(f["data_dir"], "data_dir", required: false).map(resolve) ?? resolve("var")
 
         var listenSSH = HostPort(host: "0.0.0.0", port: 2222)
         if let listen = f["listen"] {
@@ -166,7 +174,7 @@ private struct Reader {
         var userNames: Set<String> = []
         for (i, node) in list(f["users"], "users") {
             let p = "users[\(i)]"
-            let u = fields(node, p, known: ["name", "password_hash", "authorized_keys", "role"])
+            let u = fields(node, p, known: ["name", "password_hash", "password_hash_env", "authorized_keys", "role"])
             guard let name = string(u["name"], "\(p).name") else { continue }
             if !LoginName.isValidName(name) {
                 problem(u["name"], "\(p).name", "\"\(name)\" may hold only letters, digits, '.', '_' and '-'")
@@ -176,6 +184,17 @@ private struct Reader {
             if let h = string(u["password_hash"], "\(p).password_hash", required: false) {
                 if PasswordHasher.isHash(h) { hash = h } else {
                     problem(u["password_hash"], "\(p).password_hash", "not an argon2id hash; make one with `gatehouse hash-password` (plaintext passwords are not accepted)")
+                }
+            }
+            if let envName = string(u["password_hash_env"], "\(p).password_hash_env", required: false) {
+                if u["password_hash"] != nil {
+                    problem(u["password_hash_env"], "\(p).password_hash_env", "give password_hash or password_hash_env, not both")
+                } else if let h = environment[envName], !h.isEmpty {
+                    if PasswordHasher.isHash(h) { hash = h } else {
+                        problem(u["password_hash_env"], "\(p).password_hash_env", "environment variable \(envName) does not hold an argon2id hash")
+                    }
+                } else {
+                    problem(u["password_hash_env"], "\(p).password_hash_env", "environment variable \(envName) is not set")
                 }
             }
             var keys: [AuthorizedKey] = []
@@ -195,7 +214,7 @@ private struct Reader {
                     problem(u["role"], "\(p).role", "expected one of: user, auditor, admin")
                 }
             }
-            if u["password_hash"] == nil && u["authorized_keys"] == nil {
+            if u["password_hash"] == nil && u["password_hash_env"] == nil && u["authorized_keys"] == nil {
                 problem(node, p, "user \"\(name)\" has neither password_hash nor authorized_keys and could never log in")
             }
             users.append(.init(name: name, passwordHash: hash, authorizedKeys: keys, role: role))
