@@ -37,7 +37,25 @@ struct Serve: ParsableCommand {
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
         let registry = SessionRegistry()
-        let context = GatewayContext(config: config, registry: registry, logger: logger)
+        let audit: AuditTrail
+        do {
+            audit = try AuditTrail(dataDirectory: config.dataDir, policy: config.recording, logger: logger)
+            let interrupted = try audit.recoverInterruptedSessions()
+            if interrupted > 0 { logger.warning("marked \(interrupted) session(s) left online by the last run as interrupted") }
+        } catch {
+            logger.critical("cannot open the audit trail: \(error)")
+            throw ExitCode(1)
+        }
+        let retention = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
+        retention.schedule(deadline: .now() + 5, repeating: 86400)
+        retention.setEventHandler {
+            do {
+                let n = try audit.sweepRetention()
+                if n > 0 { logger.info("retention: deleted \(n) recording(s)") }
+            } catch { logger.error("retention sweep failed: \(error)") }
+        }
+        retention.activate()
+        let context = GatewayContext(config: config, registry: registry, audit: audit, logger: logger)
         let gateway = SSHGateway(context: context)
         do {
             try gateway.start()
@@ -56,13 +74,14 @@ struct Serve: ParsableCommand {
             source.setEventHandler {
                 logger.info("shutting down: closing \(registry.count) session(s)")
                 gateway.drain(message: "the gateway is shutting down for maintenance; please reconnect shortly")
+                audit.waitForWrites()
                 logger.info("stopped")
                 Foundation.exit(0)
             }
             source.activate()
             signalSources.append(source)
         }
-        withExtendedLifetime(signalSources) { dispatchMain() }
+        withExtendedLifetime((signalSources, retention)) { dispatchMain() }
     }
 }
 

@@ -11,6 +11,7 @@ public struct GatehouseConfig: Sendable {
     public var assets: [Asset]
     public var grants: [Grant]
     public var security: Security
+    public var recording: RecordingPolicy
 
     public struct Listen: Sendable {
         public var ssh: HostPort

@@ -308,7 +308,24 @@ private struct Reader {
             }
         }
 
+        var recording = RecordingPolicy()
+        if let rec = f["recording"] {
+            let r = fields(rec, "recording", known: ["flush_interval_seconds", "record_input", "on_failure", "retention_days"])
+            if let node = r["flush_interval_seconds"] {
+                if let v = node.float, v >= 0.05, v <= 60 { recording.flushInterval = v } else {
+                    problem(node, "recording.flush_interval_seconds", "expected a number of seconds in 0.05...60")
+                }
+            }
+            if let v = bool(r["record_input"], "recording.record_input") { recording.recordInput = v }
+            if let v = string(r["on_failure"], "recording.on_failure", required: false) {
+                if let p = RecordingPolicy.OnFailure(rawValue: v) { recording.onFailure = p } else {
+                    problem(r["on_failure"], "recording.on_failure", "expected terminate or continue")
+                }
+            }
+            if let v = int(r["retention_days"], "recording.retention_days", range: 1...36500) { recording.retentionDays = v }
+        }
+
         return GatehouseConfig(configPath: configPath, dataDir: dataDir, listen: .init(ssh: listenSSH),
-                               users: users, assets: assets, grants: grants, security: security)
+                               users: users, assets: assets, grants: grants, security: security, recording: recording)
     }
 }

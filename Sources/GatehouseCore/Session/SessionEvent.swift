@@ -20,6 +20,7 @@ public struct Activity: Sendable, Equatable {
         case connected, authenticated, authenticationFailed = "authentication_failed"
         case upstreamConnected = "upstream_connected", upstreamFailed = "upstream_failed"
         case channelRefused = "channel_refused", disconnected, terminated
+        case recordingGap = "recording_gap", recordingDeleted = "recording_deleted"
     }
 
     public var time: Date

@@ -33,6 +33,8 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
     static let bufferSize = 64 * 1024
     var bytesFromClient = 0
     var bytesToClient = 0
+    private(set) var authMethod = ""
+    private(set) var clientSoftware = ""
 
     var logger: Logger {
         var l = context.logger
@@ -128,7 +130,7 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
     func terminate(message: String, by actor: String) {
         queue.async {
             guard self.phase != .closed else { return }
-            for channel in self.channels { channel.abort(message: message) }
+            for channel in self.channels { channel.abort(message: message, by: actor) }
             _ = ssh_blocking_flush(self.session, 0)
             self.close(reason: "terminated by \(actor)")
         }
@@ -147,7 +149,6 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
                 "bytes_in": "\(bytesFromClient)", "bytes_out": "\(bytesToClient)", "reason": "\(reason)",
             ])
             emit(.activity(Activity(.disconnected, reason)))
-            context.registry.remove(id)
         }
         let session = self.session
         let event = self.event
@@ -243,8 +244,9 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
         login = name
         phase = .authenticated
         let software = ssh_get_clientbanner(session).map { String(cString: $0) } ?? ""
+        authMethod = method
+        clientSoftware = software
         updateSummary { $0.user = name.user; $0.asset = name.asset; $0.account = name.account }
-        context.registry.add(self)
         logger.info("login", metadata: ["user": "\(name.user)", "from": "\(peer)", "method": "\(method)", "client": "\(software)"])
         emit(.activity(Activity(.authenticated, "\(name.user) by \(method) from \(peer)")))
         return Int32(SSH_AUTH_SUCCESS.rawValue)

@@ -35,6 +35,10 @@ final class GatewayChannel: @unchecked Sendable {
     var program: ChannelProgram?
     var notices: [String] = []
     private(set) var phase: Phase = .awaitingProgram
+    /// The audit record of the asset session being relayed, if any.
+    private var audit: AuditSession?
+    private var handle: ChannelSessionHandle?
+    private var recorder: TerminalRecorder? { audit?.recorder }
     private var callbacks: UnsafeMutablePointer<ssh_channel_callbacks_struct>
 
     init(connection: ClientConnection, channel: OpaquePointer, login: LoginName) {
@@ -114,7 +118,10 @@ final class GatewayChannel: @unchecked Sendable {
         pty?.columns = columns
         pty?.rows = rows
         connection.emit(.resize(columns: columns, rows: rows))
-        if case let .relaying(relay) = phase { ssh_channel_change_pty_size(relay.leg.channel, Int32(columns), Int32(rows)) }
+        if case let .relaying(relay) = phase {
+            ssh_channel_change_pty_size(relay.leg.channel, Int32(columns), Int32(rows))
+            recorder?.resize(columns: columns, rows: rows)
+        }
     }
 
     // MARK: Pumping
@@ -164,7 +171,9 @@ final class GatewayChannel: @unchecked Sendable {
         if let asset = login.asset {
             switch connection.context.directory.route(user: login.user, asset: asset, account: login.account) {
             case .success(let target): connect(target, returnToMenu: false)
-            case .failure(let error): fail("\(error)", activity: .upstreamFailed)
+            case .failure(let error):
+                recordFailed(asset: asset, account: login.account ?? "", reason: "\(error)")
+                fail("\(error)", activity: .upstreamFailed)
             }
             return
         }
@@ -204,6 +213,7 @@ final class GatewayChannel: @unchecked Sendable {
         let log = connection.logger
         switch result {
         case .failure(let error):
+            recordFailed(asset: target.asset.name, account: target.account.name, reason: "\(error)")
             log.warning("asset connection failed", metadata: ["user": "\(login.user)", "asset": "\(target.asset.name)",
                                                               "account": "\(target.account.name)", "error": "\(error)"])
             if returnToMenu {
@@ -218,6 +228,8 @@ final class GatewayChannel: @unchecked Sendable {
                                                  "account": "\(target.account.name)", "from": "\(connection.peer)",
                                                  "program": "\(program?.label ?? "shell")"])
             connection.emit(.activity(Activity(.upstreamConnected, "\(target.label) (\(leg.fingerprint))")))
+            phase = .relaying(Relay(leg: leg, target: target, returnToMenu: returnToMenu))
+            guard beginAudit(target: target, leg: leg) else { return }
             if let banner = leg.banner, !banner.isEmpty { writeStderr(banner) }
             for notice in notices { writeStderr("gatehouse: \(notice)\n") }
             notices.removeAll()
@@ -226,7 +238,6 @@ final class GatewayChannel: @unchecked Sendable {
             leg.event = connection.event
             ssh_event_add_session(connection.event, leg.session)
             leg.watcher = SocketWatcher(fd: leg.fd, queue: connection.queue) { [weak connection] in connection?.pump() }
-            phase = .relaying(Relay(leg: leg, target: target, returnToMenu: returnToMenu))
             connection.pump()
         }
     }
@@ -247,14 +258,17 @@ final class GatewayChannel: @unchecked Sendable {
             case .idle: break
             }
         }
-        if !relay.stdoutEOF {
+        // The recorder may hold the asset back (never the other way round): while its disk
+        // backlog is full, asset output stays unread and the SSH window does the rest.
+        let recorderFull = recorder?.isBackedUp ?? false
+        if !relay.stdoutEOF && !recorderFull {
             switch move(from: up, stderr: false, to: channel, toStderr: false) {
             case .moved(let n): moved = true; connection.bytesToClient += n
             case .eof: relay.stdoutEOF = true; moved = true
             case .idle: break
             }
         }
-        if !relay.stderrEOF {
+        if !relay.stderrEOF && !recorderFull {
             switch move(from: up, stderr: true, to: channel, toStderr: true) {
             case .moved(let n): moved = true; connection.bytesToClient += n
             case .eof: relay.stderrEOF = true; moved = true
@@ -289,6 +303,10 @@ final class GatewayChannel: @unchecked Sendable {
                     if w <= 0 { break }
                     offset += Int(w)
                 }
+                if let recorder {
+                    let bytes = UnsafeRawBufferPointer(start: buffer, count: Int(n))
+                    if destination == channel { recorder.output(bytes) } else { recorder.input(bytes) }
+                }
                 if !connection.context.sinks.isEmpty {
                     let data = Data(bytes: buffer, count: Int(n))
                     connection.emit(destination == channel ? .output(data, stream: toStderr ? .stderr : .stdout) : .input(data))
@@ -311,15 +329,17 @@ final class GatewayChannel: @unchecked Sendable {
         let lost = !relay.leg.isConnected && exit == nil
         relay.leg.shutdown()
         if clientGone {
+            endAudit(.finished, reason: "the user disconnected")
             teardown()
             return
         }
+        if lost { writeStderr("gatehouse: connection to asset \"\(relay.target.asset.name)\" was lost\n") }
+        endAudit(.finished, reason: lost ? "the connection to the asset was lost" : exit.map { "the session ended (\($0.text))" } ?? "the session ended")
         if relay.returnToMenu {
             write(Array("\r\nConnection to \(relay.target.asset.name) closed.\r\n".utf8))
             showMenu(note: nil)
             return
         }
-        if lost { writeStderr("gatehouse: connection to asset \"\(relay.target.asset.name)\" was lost\n") }
         switch exit {
         case .status(let status)?: ssh_channel_request_send_exit_status(channel, status)
         case let .signal(name, core, message)?: ssh_channel_request_send_exit_signal(channel, name, core ? 1 : 0, message, "")
@@ -332,7 +352,10 @@ final class GatewayChannel: @unchecked Sendable {
 
     private func write(_ bytes: [UInt8]) {
         guard !bytes.isEmpty, !clientClosed else { return }
-        bytes.withUnsafeBytes { _ = ssh_channel_write(channel, $0.baseAddress, UInt32($0.count)) }
+        bytes.withUnsafeBytes {
+            _ = ssh_channel_write(channel, $0.baseAddress, UInt32($0.count))
+            recorder?.output($0)
+        }
         if !connection.context.sinks.isEmpty { connection.emit(.output(Data(bytes), stream: .stdout)) }
     }
 
@@ -342,7 +365,10 @@ final class GatewayChannel: @unchecked Sendable {
         var t = text
         if pty != nil { t = t.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\n", with: "\r\n") }
         let bytes = Array(t.utf8)
-        bytes.withUnsafeBytes { _ = ssh_channel_write_stderr(channel, $0.baseAddress, UInt32($0.count)) }
+        bytes.withUnsafeBytes {
+            _ = ssh_channel_write_stderr(channel, $0.baseAddress, UInt32($0.count))
+            recorder?.output($0)
+        }
         if !connection.context.sinks.isEmpty { connection.emit(.output(Data(bytes), stream: .stderr)) }
     }
 
@@ -367,16 +393,114 @@ final class GatewayChannel: @unchecked Sendable {
     }
 
     /// Administrator or shutdown: tell the user, then end both legs.
-    func abort(message: String) {
+    func abort(message: String, by actor: String) {
+        guard !isDone else { return }
         writeStderr("\ngatehouse: \(message)\n")
         if case let .relaying(relay) = phase { relay.leg.shutdown() }
+        endAudit(.terminated, by: actor, reason: message)
         finishClient(status: 255)
     }
 
     /// The connection is going away: release the asset leg without touching the client.
     func teardown() {
         if case let .relaying(relay) = phase { relay.leg.shutdown() }
+        endAudit(.finished, reason: "the user disconnected")
         phase = .finished
+    }
+
+    // MARK: Audit
+
+    private func baseRecord(asset: String, account: String) -> SessionRecord {
+        SessionRecord(id: UUID().uuidString.lowercased(), user: login.user, asset: asset, account: account,
+                      protocolName: "ssh", remoteAddress: connection.peer, clientSoftware: connection.clientSoftware,
+                      program: program?.label ?? "shell", started: Date(), state: .online)
+    }
+
+    private func connectionActivities() -> [Activity] {
+        [Activity(.connected, "from \(connection.peer) with \(connection.clientSoftware)", time: connection.started),
+         Activity(.authenticated, "\(login.user) by \(connection.authMethod)", time: connection.started)]
+    }
+
+    private func recordFailed(asset: String, account: String, reason: String) {
+        connection.context.audit.recordFailed(
+            { var r = baseRecord(asset: asset, account: account); r.reason = reason; return r }(),
+            activities: connectionActivities() + [Activity(.upstreamFailed, reason)])
+    }
+
+    /// Opens the audit record and, for terminals, the recording. False when the session may
+    /// not go on because it cannot be recorded.
+    private func beginAudit(target: Directory.Target, leg: UpstreamLeg) -> Bool {
+        let trail = connection.context.audit
+        let session = trail.begin(baseRecord(asset: target.asset.name, account: target.account.name),
+                                  activities: connectionActivities() + [Activity(.upstreamConnected, "\(target.label) (\(leg.fingerprint))")])
+        audit = session
+        let handle = ChannelSessionHandle(channel: self, record: session.record)
+        self.handle = handle
+        connection.context.registry.add(handle)
+        if case .subsystem = program ?? .shell { return true }
+        let queue = connection.queue
+        do {
+            try session.startRecording(width: pty?.columns ?? 80, height: pty?.rows ?? 24, term: pty?.term, sessionQueue: queue,
+                                       onFailure: { [weak self] message in self?.recordingFailed(message) },
+                                       onDrain: { [weak connection] in connection?.pump() })
+            return true
+        } catch {
+            recordingFailed("\(error)")
+            return !isDone
+        }
+    }
+
+    private func recordingFailed(_ message: String) {
+        connection.logger.error("recording failed", metadata: ["session": "\(audit?.record.shortID ?? "-")", "error": "\(message)"])
+        switch connection.context.audit.policy.onFailure {
+        case .terminate:
+            abort(message: "this session cannot be recorded (\(message)), so it has been ended", by: "gatehouse")
+            connection.pump()
+        case .continue:
+            audit?.activity(Activity(.recordingGap, "recording stopped: \(message)"))
+            audit?.recorder = nil
+        }
+    }
+
+    private func endAudit(_ state: SessionState, by actor: String? = nil, reason: String) {
+        guard let audit else { return }
+        self.audit = nil
+        if let handle { connection.context.registry.remove(handle.summary.id) }
+        handle = nil
+        audit.end(state: state, terminatedBy: actor, reason: reason,
+                  bytesIn: connection.bytesFromClient, bytesOut: connection.bytesToClient)
+    }
+}
+
+extension UpstreamLeg.Exit {
+    var text: String {
+        switch self {
+        case .status(let s): return "exit status \(s)"
+        case let .signal(name, _, _): return "signal \(name)"
+        }
+    }
+}
+
+/// What the registry holds for a relayed session: enough to list it and to end it.
+final class ChannelSessionHandle: ManagedSession, @unchecked Sendable {
+    let summary: SessionSummary
+    private weak var channel: GatewayChannel?
+    private let queue: DispatchQueue
+
+    init(channel: GatewayChannel, record: SessionRecord) {
+        self.channel = channel
+        self.queue = channel.connection.queue
+        summary = SessionSummary(id: SessionID(UUID(uuidString: record.id) ?? UUID()), user: record.user, asset: record.asset,
+                                 account: record.account, remoteAddress: record.remoteAddress, protocolName: "ssh",
+                                 started: record.started)
+    }
+
+    func terminate(message: String, by actor: String) {
+        queue.async { [weak channel] in
+            guard let channel else { return }
+            channel.abort(message: message, by: actor)
+            channel.connection.pump()
+        }
     }
 }
 

@@ -10,11 +10,14 @@ public struct GatewayContext: Sendable {
     public var throttle: LoginThrottle
     public var hostKeys: AssetHostKeys
     public var registry: SessionRegistry
+    /// Where sessions, activities and recordings go.
+    public var audit: AuditTrail
     public var logger: Logger
     /// Consumers of session events (recorder, live hub); empty means none yet.
     public var sinks: [SessionEventSink]
 
-    public init(config: GatehouseConfig, registry: SessionRegistry, logger: Logger, sinks: [SessionEventSink] = []) {
+    public init(config: GatehouseConfig, registry: SessionRegistry, audit: AuditTrail, logger: Logger, sinks: [SessionEventSink] = []) {
+        self.audit = audit
         self.config = config
         self.directory = Directory(config: config)
         self.throttle = LoginThrottle(maxFailures: config.security.maxFailures, window: config.security.failureWindow,

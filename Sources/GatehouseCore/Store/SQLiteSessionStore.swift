@@ -1,0 +1,164 @@
+import Foundation
+import GRDB
+
+/// The embedded store: one SQLite file in the data directory, in WAL mode so the admin
+/// commands read while the gateway writes.
+public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
+    private let pool: DatabasePool
+
+    public init(path: String) throws {
+        do {
+            var configuration = Configuration()
+            configuration.busyMode = .timeout(5)
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw StoreError.backend("cannot open \(path): \(error)")
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: sessions and activities") { db in
+            try db.create(table: "session") { t in
+                t.primaryKey("id", .text)
+                t.column("user", .text).notNull()
+                t.column("asset", .text).notNull()
+                t.column("account", .text).notNull()
+                t.column("protocol", .text).notNull()
+                t.column("remote_address", .text).notNull()
+                t.column("client_software", .text).notNull()
+                t.column("program", .text).notNull()
+                t.column("started_at", .double).notNull()
+                t.column("ended_at", .double)
+                t.column("state", .text).notNull()
+                t.column("terminated_by", .text)
+                t.column("reason", .text)
+                t.column("recording", .text)
+                t.column("bytes_in", .integer).notNull().defaults(to: 0)
+                t.column("bytes_out", .integer).notNull().defaults(to: 0)
+            }
+            try db.create(index: "session_on_started", on: "session", columns: ["started_at"])
+            try db.create(index: "session_on_state", on: "session", columns: ["state", "started_at"])
+            try db.create(index: "session_on_user", on: "session", columns: ["user", "started_at"])
+            try db.create(index: "session_on_asset", on: "session", columns: ["asset", "started_at"])
+            try db.create(table: "activity") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("session_id", .text).notNull().references("session", onDelete: .cascade)
+                t.column("time", .double).notNull()
+                t.column("kind", .text).notNull()
+                t.column("detail", .text).notNull()
+            }
+            try db.create(index: "activity_on_session", on: "activity", columns: ["session_id", "time"])
+        }
+        return migrator
+    }
+
+    private func wrap<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch let error as StoreError { throw error } catch { throw StoreError.backend("\(error)") }
+    }
+
+    public func insert(_ s: SessionRecord) throws {
+        try wrap {
+            try pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO session (id, user, asset, account, protocol, remote_address, client_software, program,
+                      started_at, ended_at, state, terminated_by, reason, recording, bytes_in, bytes_out)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [s.id, s.user, s.asset, s.account, s.protocolName, s.remoteAddress, s.clientSoftware,
+                                     s.program, s.started.timeIntervalSince1970, s.ended?.timeIntervalSince1970,
+                                     s.state.rawValue, s.terminatedBy, s.reason, s.recording, s.bytesIn, s.bytesOut])
+            }
+        }
+    }
+
+    public func update(_ s: SessionRecord) throws {
+        try wrap {
+            try pool.write { db in
+                try db.execute(sql: """
+                    UPDATE session SET ended_at = ?, state = ?, terminated_by = ?, reason = ?, recording = ?,
+                      bytes_in = ?, bytes_out = ? WHERE id = ?
+                    """, arguments: [s.ended?.timeIntervalSince1970, s.state.rawValue, s.terminatedBy, s.reason,
+                                     s.recording, s.bytesIn, s.bytesOut, s.id])
+            }
+        }
+    }
+
+    public func addActivity(sessionID: String, _ a: Activity) throws {
+        try wrap {
+            try pool.write { db in
+                try db.execute(sql: "INSERT INTO activity (session_id, time, kind, detail) VALUES (?, ?, ?, ?)",
+                               arguments: [sessionID, a.time.timeIntervalSince1970, a.kind.rawValue, a.detail])
+            }
+        }
+    }
+
+    public func sessions(matching f: SessionFilter) throws -> [SessionRecord] {
+        var clauses: [String] = []
+        var arguments: [(any DatabaseValueConvertible)?] = []
+        if !f.states.isEmpty {
+            clauses.append("state IN (\(f.states.map { _ in "?" }.joined(separator: ", ")))")
+            arguments += f.states.map(\.rawValue)
+        }
+        if let user = f.user { clauses.append("user = ?"); arguments.append(user) }
+        if let asset = f.asset { clauses.append("asset = ?"); arguments.append(asset) }
+        if let since = f.since { clauses.append("started_at >= ?"); arguments.append(since.timeIntervalSince1970) }
+        if let until = f.until { clauses.append("started_at < ?"); arguments.append(until.timeIntervalSince1970) }
+        let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+        arguments.append(f.limit)
+        arguments.append(f.offset)
+        let sql = "SELECT * FROM session \(whereSQL) ORDER BY started_at DESC LIMIT ? OFFSET ?"
+        let args = StatementArguments(arguments)
+        return try wrap { try pool.read { db in try Row.fetchAll(db, sql: sql, arguments: args).map(Self.record) } }
+    }
+
+    public func session(id: String) throws -> SessionRecord {
+        let prefix = id.lowercased()
+        guard !prefix.isEmpty, prefix.allSatisfy({ $0.isHexDigit || $0 == "-" }) else { throw StoreError.notFound(id) }
+        let rows = try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM session WHERE id >= ? AND id < ? ORDER BY id LIMIT 5",
+                                 arguments: [prefix, prefix + "\u{10FFFF}"]).map(Self.record)
+            }
+        }
+        if let exact = rows.first(where: { $0.id == prefix }) { return exact }
+        guard let first = rows.first else { throw StoreError.notFound(id) }
+        guard rows.count == 1 else { throw StoreError.ambiguous(id, rows.map(\.shortID)) }
+        return first
+    }
+
+    public func activities(sessionID: String) throws -> [ActivityRecord] {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT time, kind, detail FROM activity WHERE session_id = ? ORDER BY time, id",
+                                 arguments: [sessionID]).map {
+                    ActivityRecord(time: Date(timeIntervalSince1970: $0["time"]), kind: $0["kind"], detail: $0["detail"])
+                }
+            }
+        }
+    }
+
+    public func onlineSessions() throws -> [SessionRecord] {
+        try sessions(matching: SessionFilter(states: [.online], limit: Int.max))
+    }
+
+    public func sessionsWithRecordings(startedBefore date: Date) throws -> [SessionRecord] {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM session WHERE recording IS NOT NULL AND state != 'online' AND started_at < ?",
+                                 arguments: [date.timeIntervalSince1970]).map(Self.record)
+            }
+        }
+    }
+
+    private static func record(_ row: Row) -> SessionRecord {
+        SessionRecord(id: row["id"], user: row["user"], asset: row["asset"], account: row["account"],
+                      protocolName: row["protocol"], remoteAddress: row["remote_address"],
+                      clientSoftware: row["client_software"], program: row["program"],
+                      started: Date(timeIntervalSince1970: row["started_at"]),
+                      ended: (row["ended_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+                      state: SessionState(rawValue: row["state"]) ?? .interrupted,
+                      terminatedBy: row["terminated_by"], reason: row["reason"], recording: row["recording"],
+                      bytesIn: row["bytes_in"], bytesOut: row["bytes_out"])
+    }
+}
