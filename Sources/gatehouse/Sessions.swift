@@ -136,6 +136,24 @@ struct SessionJSON: Encodable {
     var bytesIn, bytesOut: Int
     var activities: [ActivityJSON]?
 
+    enum CodingKeys: String, CodingKey {
+        case id, shortID, user, asset, account, `protocol`, remoteAddress, clientSoftware, program, started, ended
+        case durationSeconds, state, terminatedBy, reason, recording, bytesIn, bytesOut, activities
+    }
+
+    /// Absent values are written as null, so every key is always there for scripts.
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id); try c.encode(shortID, forKey: .shortID); try c.encode(user, forKey: .user)
+        try c.encode(asset, forKey: .asset); try c.encode(account, forKey: .account); try c.encode(`protocol`, forKey: .protocol)
+        try c.encode(remoteAddress, forKey: .remoteAddress); try c.encode(clientSoftware, forKey: .clientSoftware)
+        try c.encode(program, forKey: .program); try c.encode(started, forKey: .started); try c.encode(ended, forKey: .ended)
+        try c.encode(durationSeconds, forKey: .durationSeconds); try c.encode(state, forKey: .state)
+        try c.encode(terminatedBy, forKey: .terminatedBy); try c.encode(reason, forKey: .reason)
+        try c.encode(recording, forKey: .recording); try c.encode(bytesIn, forKey: .bytesIn); try c.encode(bytesOut, forKey: .bytesOut)
+        try c.encodeIfPresent(activities, forKey: .activities)
+    }
+
     init(_ s: SessionRecord) {
         id = s.id; shortID = s.shortID; user = s.user; asset = s.asset; account = s.account; `protocol` = s.protocolName
         remoteAddress = s.remoteAddress; clientSoftware = s.clientSoftware; program = s.program; started = iso(s.started)

@@ -5,6 +5,9 @@ import Logging
 /// Recording settings from the `recording:` part of the config.
 public struct RecordingPolicy: Sendable {
     public enum OnFailure: String, Sendable { case terminate, `continue` }
+    /// Terminal recording on or off (rows and activities are always kept). Off is for
+    /// measuring what recording costs; a bastion leaves it on.
+    public var enabled = true
     public var flushInterval: TimeInterval = 1
     public var recordInput = false
     public var onFailure: OnFailure = .terminate
@@ -147,6 +150,7 @@ public final class AuditSession: @unchecked Sendable {
     /// decides (policy) whether it may go on.
     public func startRecording(width: Int, height: Int, term: String?, sessionQueue: DispatchQueue,
                                onFailure: @escaping @Sendable (String) -> Void, onDrain: @escaping @Sendable () -> Void) throws {
+        guard trail.policy.enabled else { return }
         let day = ISO8601DateFormatter.string(from: record.started, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withFullDate])
         let relative = "\(day)/\(record.id).cast"
         var options = TerminalRecorder.Options()

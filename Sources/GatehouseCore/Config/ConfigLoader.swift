@@ -310,9 +310,10 @@ private struct Reader {
 
         var recording = RecordingPolicy()
         if let rec = f["recording"] {
-            let r = fields(rec, "recording", known: ["flush_interval_seconds", "record_input", "on_failure", "retention_days"])
+            let r = fields(rec, "recording", known: ["enabled", "flush_interval_seconds", "record_input", "on_failure", "retention_days"])
+            if let v = bool(r["enabled"], "recording.enabled") { recording.enabled = v }
             if let node = r["flush_interval_seconds"] {
-                if let v = node.float, v >= 0.05, v <= 60 { recording.flushInterval = v } else {
+                if let v = node.float ?? node.string.flatMap(Double.init), v >= 0.05, v <= 60 { recording.flushInterval = v } else {
                     problem(node, "recording.flush_interval_seconds", "expected a number of seconds in 0.05...60")
                 }
             }
