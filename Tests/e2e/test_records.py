@@ -171,3 +171,51 @@ def test_kill_9_leaves_an_interrupted_session_that_plays_to_the_last_flush(make_
     assert numbered[:3] == ["line-1", "line-2", "line-3"]
     # Consecutive, nothing lost in between; only the tail after the last flush may be missing.
     assert numbered[-2] == f"line-{len(numbered) - 1}"
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MiB tmpfs to hold recordings; skipped where mounting is not allowed."""
+    mounts = []
+
+    def make(path: Path) -> Path:
+        path.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True, timeout=10)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
+        mounts.append(path)
+        return path
+
+    yield make
+    for m in mounts:
+        subprocess.run(["umount", "-l", str(m)], capture_output=True, timeout=10)
+
+
+@pytest.mark.parametrize("policy", ["terminate", "continue"])
+def test_full_disk_follows_the_recording_policy_and_keeps_what_was_written(make_gateway, full_disk, tmp_path, policy):
+    cfg_dir = tmp_path / "gw0"
+    full_disk(cfg_dir / "var" / "recordings")
+    gw = make_gateway(recording={"on_failure": policy})
+    data = tmp_path / "random.bin"
+    data.write_bytes(os.urandom(4 << 20))
+    r = gw.ssh("alice@web01", f"cat {data}", stdout=subprocess.PIPE, timeout=60)
+    s = wait_for(gw, lambda x: x["state"] != "online" and x["asset"] == "web01", "ended")
+    shown = json.loads(cli(gw, "sessions", "show", s["id"], "--json").out)
+    kinds = [a["kind"] for a in shown["activities"]]
+    if policy == "terminate":
+        assert r.rc != 0
+        assert "cannot be recorded" in r.err
+        assert s["state"] == "terminated" and s["terminated_by"] == "gatehouse"
+        assert "terminated" in kinds
+    else:
+        assert r.rc == 0, str(r)
+        assert len(r.out_bytes) == 4 << 20
+        assert s["state"] == "finished"
+        assert "recording_gap" in kinds
+    # What reached the disk before it filled is still there and readable.
+    rec = cfg_dir / "var" / "recordings" / s["recording"]
+    assert rec.exists(), s["recording"]
+    assert rec.stat().st_size > 500_000
+    assert rec.read_bytes().startswith(b'{"version": 2')
+    # The gateway itself carries on (under "terminate" it keeps refusing what it cannot record).
+    assert gw.alive()
