@@ -447,6 +447,22 @@ def make_asset(tmp_path, keys):
 
 
 @pytest.fixture(scope="session")
+def asset_pty(asset_sshd, keys, tmp_path_factory):
+    """Skips PTY tests when, as a normal user, the asset sshd cannot hand out terminals at all.
+
+    A non-root sshd must chown the pty to the tty group; where /dev/pts is mounted without gid=5
+    (some containers) that fails and sshd drops the session, with or without the gateway.
+    As root nothing is skipped."""
+    if IS_ROOT:
+        return
+    kh = tmp_path_factory.mktemp("pty-probe") / "known_hosts"
+    r = run(asset_sshd.ssh_argv("true", key=keys.account, known_hosts=kh, options=["-tt"]))
+    if r.rc != 0:
+        pytest.skip("the asset sshd (not root) cannot allocate a PTY here, even without the gateway: "
+                    + (r.err.strip().splitlines() or ["?"])[-1])
+
+
+@pytest.fixture(scope="session")
 def closed_port() -> int:
     """A port nothing listens on (the asset 'down01')."""
     return free_port()

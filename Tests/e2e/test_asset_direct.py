@@ -25,6 +25,11 @@ def test_asset_accepts_gh_test_environment(direct):
     assert r.out == "42\n", r
 
 
+def test_asset_gives_a_pty(direct, asset_pty):
+    r = direct("tty", options=["-tt"])
+    assert r.rc == 0 and r.out.startswith("/dev/"), r
+
+
 def test_asset_direct_signal_exit_is_255(direct):
     r = direct("kill -TERM $$")
     assert r.rc == 255, r

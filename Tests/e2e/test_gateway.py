@@ -164,7 +164,7 @@ def test_tar_pipe_copies_tree_exactly(gateway, tmp_path):
 # interactive shell (PTY)
 
 
-def test_pty_shell_runs_commands_and_follows_window_size(gateway):
+def test_pty_shell_runs_commands_and_follows_window_size(gateway, asset_pty):
     t = gateway.spawn("alice@web01", options=["-tt"], dimensions=(24, 80))
     try:
         t.start_shell()
@@ -201,7 +201,7 @@ def _menu_login(g) -> "Terminal":
     return t
 
 
-def test_menu_lists_granted_assets_connects_and_returns(gateway, asset_sshd):
+def test_menu_lists_granted_assets_connects_and_returns(gateway, asset_sshd, asset_pty):
     t = _menu_login(gateway)
     try:
         menu = plain(t.child.before)

@@ -44,8 +44,16 @@ public final class AuditTrail: @unchecked Sendable {
         }
     }
 
-    /// Blocks until every write queued so far is done (shutdown, tests).
-    public func waitForWrites() { storeQueue.sync {} }
+    /// Sessions whose recordings are still being closed and compressed.
+    let closing = DispatchGroup()
+
+    /// Blocks until every session that has ended is fully written (recording closed, row
+    /// updated), or `timeout` passes. Shutdown calls it so that a drained gateway leaves
+    /// nothing for the next start to mark interrupted.
+    public func waitForWrites(timeout: TimeInterval = 30) {
+        _ = closing.wait(timeout: .now() + timeout)
+        storeQueue.sync {}
+    }
 
     public func begin(_ record: SessionRecord, activities: [Activity]) -> AuditSession {
         let session = AuditSession(trail: self, record: record)
@@ -183,6 +191,7 @@ public final class AuditSession: @unchecked Sendable {
             return
         }
         let recordingsDirectory = trail.recordingsDirectory
+        trail.closing.enter()
         recorder.close { result in
             var r = finalRecord
             switch result {
@@ -193,6 +202,7 @@ public final class AuditSession: @unchecked Sendable {
             }
             let done = r
             trail.write("session end") { try $0.update(done) }
+            trail.closing.leave()
         }
     }
 }

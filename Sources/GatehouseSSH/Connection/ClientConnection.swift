@@ -21,6 +21,7 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
     private(set) var phase: Phase = .keyExchange
     private(set) var login: LoginName?
     private var inEvent = false
+    private var kbdintUser = ""
     private var watcher: SocketWatcher?
     private var channels: [GatewayChannel] = []
     private var serverCallbacks: UnsafeMutablePointer<ssh_server_callbacks_struct>
@@ -54,7 +55,7 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
         serverCallbacks.initialize(to: ssh_server_callbacks_struct())
         installCallbacks()
         ssh_set_blocking(session, 0)
-        watcher = SocketWatcher(fd: fd, queue: queue) { [weak self] in self?.pump() }
+        watcher = SocketWatcher(owning: fd, queue: queue) { [weak self] in self?.pump() }
         // Login grace time: a client that neither finishes key exchange nor logs in goes away.
         queue.asyncAfter(deadline: .now() + 60) { [weak self] in
             guard let self, self.phase == .keyExchange || self.phase == .authenticating else { return }
@@ -116,7 +117,11 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
             if !progress || phase == .closed || rounds > 256 { break }
         }
         if phase == .closed { return }
-        channels.removeAll { $0.isDone }
+        channels.removeAll { channel in
+            guard channel.isDone else { return false }
+            channel.release()
+            return true
+        }
         watcher?.wantsWrite(clientPending)
         for channel in channels { channel.armUpstreamWrites() }
         if ssh_is_connected(session) == 0 || (ssh_get_status(session) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0 {
@@ -140,7 +145,10 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
         guard phase != .closed else { return }
         let wasAuthenticated = phase == .authenticated
         phase = .closed
-        for channel in channels { channel.teardown() }
+        for channel in channels {
+            channel.teardown()
+            channel.release()
+        }
         channels.removeAll()
         if wasAuthenticated {
             let s = summary
@@ -257,7 +265,11 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
     private func handleMessage(_ message: OpaquePointer) -> Int32 {
         let type = ssh_message_type(message), subtype = ssh_message_subtype(message)
         if type == Int32(SSH_REQUEST_AUTH.rawValue), subtype == Int32(SSH_AUTH_METHOD_INTERACTIVE) {
-            let user = ssh_message_auth_user(message).map { String(cString: $0) } ?? ""
+            if ssh_message_auth_kbdint_is_response(message) == 0 {
+                kbdintUser = ssh_message_auth_user(message).map { String(cString: $0) } ?? ""
+            }
+            // The response carries no user name; it answers the request that named one.
+            let user = kbdintUser
             if ssh_message_auth_kbdint_is_response(message) != 0 {
                 let answer = ssh_userauth_kbdint_getnanswers(session) >= 1
                     ? ssh_userauth_kbdint_getanswer(session, 0).map { String(cString: $0) } ?? "" : ""

@@ -25,9 +25,13 @@ final class GatewayChannel: @unchecked Sendable {
         var stdinEOFSent = false
         var stdoutEOF = false
         var stderrEOF = false
+        /// libssh holds output for the asset that the socket has not taken yet.
+        var legOutputPending = false
     }
 
-    unowned let connection: ClientConnection
+    /// Strong: a connect in flight may outlive the connection's own bookkeeping. The cycle is
+    /// broken when the connection drops its channels (`release()`).
+    let connection: ClientConnection
     let channel: OpaquePointer
     let login: LoginName
     var pty: PtyRequest?
@@ -53,6 +57,19 @@ final class GatewayChannel: @unchecked Sendable {
     deinit {
         callbacks.deinitialize(count: 1)
         callbacks.deallocate()
+    }
+
+    private var released = false
+
+    /// Detaches from libssh: no callback may reach this object after it is gone, and the
+    /// client channel is freed (libssh finishes closing it). Called by the connection while its
+    /// session is still alive.
+    func release() {
+        guard !released else { return }
+        released = true
+        ssh_remove_channel_callbacks(channel, callbacks)
+        if !clientClosed { ssh_channel_close(channel) }
+        ssh_channel_free(channel)
     }
 
     var isDone: Bool {
@@ -153,6 +170,10 @@ final class GatewayChannel: @unchecked Sendable {
             if clientClosed { phase = .finished; return true }
             return false
         case .relaying(var relay):
+            relay.leg.poll()
+            // Flush before moving: a flush may read packets too, and whatever it reads must be
+            // moved in this same round, or it would wait for an event that has already passed.
+            relay.legOutputPending = ssh_blocking_flush(relay.leg.session, 0) == SSH_AGAIN
             let moved = relayOnce(&relay)
             if case .relaying = phase { phase = .relaying(relay) }
             return moved
@@ -163,7 +184,7 @@ final class GatewayChannel: @unchecked Sendable {
 
     func armUpstreamWrites() {
         if case let .relaying(relay) = phase {
-            relay.leg.watcher?.wantsWrite(ssh_blocking_flush(relay.leg.session, 0) == SSH_AGAIN)
+            relay.leg.watcher?.wantsWrite(relay.legOutputPending)
         }
     }
 
@@ -199,7 +220,7 @@ final class GatewayChannel: @unchecked Sendable {
                                           timeout: connection.context.config.security.upstreamTimeout,
                                           pty: pty, environment: environment, program: program ?? .shell)
         let queue = connection.queue
-        DispatchQueue.global(qos: .userInitiated).async {
+        ConnectorPool.shared.submit {
             let result = SendableResult(connector.connect())
             queue.async { self.didConnect(result.value, target: target, returnToMenu: returnToMenu) }
         }
@@ -235,9 +256,9 @@ final class GatewayChannel: @unchecked Sendable {
             notices.removeAll()
             if let pty { ssh_channel_change_pty_size(leg.channel, Int32(pty.columns), Int32(pty.rows)) }
             let connection = self.connection
-            leg.event = connection.event
-            ssh_event_add_session(connection.event, leg.session)
-            leg.watcher = SocketWatcher(fd: leg.fd, queue: connection.queue) { [weak connection] in connection?.pump() }
+            leg.attachEvent()
+            log.trace("upstream ready", metadata: ["buffered": "\(ssh_channel_poll(leg.channel, 0))", "closed": "\(ssh_channel_is_closed(leg.channel))", "eof": "\(ssh_channel_is_eof(leg.channel))", "fd": "\(leg.fd)"])
+            leg.watcher = SocketWatcher(owning: dup(leg.fd), queue: connection.queue) { [weak connection] in connection?.pump() }
             connection.pump()
         }
     }
@@ -280,7 +301,15 @@ final class GatewayChannel: @unchecked Sendable {
             endRelay(relay, clientGone: false)
             return true
         }
-        return moved || windowsBefore != (ssh_channel_window_size(up), ssh_channel_window_size(channel))
+        let changed = moved || windowsBefore != (ssh_channel_window_size(up), ssh_channel_window_size(channel))
+        if !changed {
+            connection.logger.trace("relay idle", metadata: [
+                "out_eof": "\(relay.stdoutEOF)", "err_eof": "\(relay.stderrEOF)", "in_eof": "\(relay.stdinEOFSent)",
+                "up_window": "\(ssh_channel_window_size(up))", "client_window": "\(ssh_channel_window_size(channel))",
+                "up_closed": "\(ssh_channel_is_closed(up))", "up_connected": "\(relay.leg.isConnected)",
+                "up_status": "\(ssh_get_status(relay.leg.session))", "exit": "\(String(describing: relay.leg.exit))"])
+        }
+        return changed
     }
 
     private enum Move { case moved(Int), eof, idle }
@@ -328,9 +357,9 @@ final class GatewayChannel: @unchecked Sendable {
         let exit = relay.leg.exit
         let lost = !relay.leg.isConnected && exit == nil
         relay.leg.shutdown()
+        phase = .finished
         if clientGone {
             endAudit(.finished, reason: "the user disconnected")
-            teardown()
             return
         }
         if lost { writeStderr("gatehouse: connection to asset \"\(relay.target.asset.name)\" was lost\n") }

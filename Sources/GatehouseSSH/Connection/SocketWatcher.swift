@@ -1,9 +1,13 @@
 import Dispatch
+import Foundation
 
 /// Watches one socket for readability (always) and writability (only while libssh holds
-/// unsent output), calling `onEvent` on the session's queue. Dispatch sources must not
-/// outlive their descriptor, so `cancel(then:)` runs its closure once both sources are gone;
-/// that is where the owner may let libssh close the socket.
+/// unsent output), calling `onEvent` on the session's queue.
+///
+/// It watches its own duplicate of the descriptor and closes it only after both Dispatch
+/// sources are cancelled. libssh closes its descriptor whenever the peer goes away; were
+/// Dispatch watching that same number, a new connection could get it while the old
+/// registration lingers, and that connection would never be woken.
 final class SocketWatcher {
     private let read: DispatchSourceRead
     private let write: DispatchSourceWrite
@@ -13,7 +17,11 @@ final class SocketWatcher {
     private var pendingCancels = 2
     private var afterCancel: (() -> Void)?
 
-    init(fd: Int32, queue: DispatchQueue, onEvent: @escaping () -> Void) {
+    private let fd: Int32
+
+    /// `fd` becomes this watcher's: it is closed after cancellation.
+    init(owning fd: Int32, queue: DispatchQueue, onEvent: @escaping () -> Void) {
+        self.fd = fd
         read = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
         write = DispatchSource.makeWriteSource(fileDescriptor: fd, queue: queue)
         read.setEventHandler(handler: onEvent)
@@ -21,6 +29,7 @@ final class SocketWatcher {
         let done: () -> Void = { [self] in  // strong: the watcher lives until both sources are gone
             pendingCancels -= 1
             if pendingCancels == 0 {
+                close(fd)
                 afterCancel?()
                 afterCancel = nil
             }

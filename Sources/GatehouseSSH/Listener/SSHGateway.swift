@@ -46,6 +46,7 @@ public final class SSHGateway: @unchecked Sendable {
         boundAddress = HostPort(host: context.config.listen.ssh.host, port: listener.port)
         let source = DispatchSource.makeReadSource(fileDescriptor: listener.fd, queue: acceptQueue)
         source.setEventHandler { [weak self] in self?.acceptPending() }
+        source.setCancelHandler { close(listener.fd) } // new connections are refused from now on
         source.activate()
         acceptSource = source
     }
@@ -54,11 +55,13 @@ public final class SSHGateway: @unchecked Sendable {
         guard let listener, let bind else { return }
         while let (fd, peer) = listener.accept() {
             if lock.withLock({ draining }) { close(fd); continue }
-            guard let session = ssh_new() else { close(fd); continue }
+            // libssh gets its own descriptor for the socket; the connection watches `fd`.
+            let libsshFD = dup(fd)
+            guard libsshFD >= 0, let session = ssh_new() else { close(fd); if libsshFD >= 0 { close(libsshFD) }; continue }
             if var level = ProcessInfo.processInfo.environment["GATEHOUSE_LIBSSH_LOG"].flatMap(Int32.init) {
                 ssh_options_set(session, SSH_OPTIONS_LOG_VERBOSITY, &level)
             }
-            guard ssh_bind_accept_fd(bind, session, fd) == SSH_OK else {
+            guard ssh_bind_accept_fd(bind, session, libsshFD) == SSH_OK else {
                 context.logger.warning("cannot accept connection", metadata: ["from": "\(peer)", "error": "\(LibSSH.errorText(bind))"])
                 ssh_free(session)
                 close(fd)

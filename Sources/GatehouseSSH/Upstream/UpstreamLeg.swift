@@ -9,8 +9,9 @@ final class UpstreamLeg: @unchecked Sendable {
     let banner: String?
     let fingerprint: String
     var watcher: SocketWatcher?
-    /// The connection's poll context once the relay owns this leg.
-    var event: OpaquePointer?
+    /// This leg's own libssh poll context: processing the asset's packets never touches the
+    /// client's socket, and the two sessions' lifetimes stay independent.
+    private(set) var event: OpaquePointer?
     private var callbacks: UnsafeMutablePointer<ssh_channel_callbacks_struct>?
 
     /// Exit status or signal the asset reported for the channel.
@@ -19,6 +20,7 @@ final class UpstreamLeg: @unchecked Sendable {
         case signal(name: String, coreDumped: Bool, message: String)
     }
     var exit: Exit?
+    private var isShutdown = false
 
     init(session: OpaquePointer, channel: OpaquePointer, banner: String?, fingerprint: String) {
         self.session = session
@@ -45,6 +47,17 @@ final class UpstreamLeg: @unchecked Sendable {
 
     var fd: Int32 { ssh_get_fd(session) }
 
+    /// Joins a poll context of its own; from then on `poll()` processes what the asset sent.
+    func attachEvent() {
+        guard event == nil, let e = ssh_event_new() else { return }
+        if ssh_event_add_session(e, session) == SSH_OK { event = e } else { ssh_event_free(e) }
+    }
+
+    /// Lets libssh read and process whatever the asset sent, without waiting.
+    func poll() {
+        if let event { _ = ssh_event_dopoll(event, 0) }
+    }
+
     var isConnected: Bool {
         ssh_is_connected(session) != 0 && (ssh_get_status(session) & (SSH_CLOSED | SSH_CLOSED_ERROR)) == 0
     }
@@ -52,6 +65,8 @@ final class UpstreamLeg: @unchecked Sendable {
     /// Stops watching, closes the channel and the connection; libssh closes the socket only
     /// after Dispatch has let go of it.
     func shutdown() {
+        guard !isShutdown else { return }
+        isShutdown = true
         let finish = { [self] in
             if ssh_channel_is_closed(channel) == 0 { ssh_channel_close(channel) }
             ssh_remove_channel_callbacks(channel, callbacks)
@@ -59,6 +74,8 @@ final class UpstreamLeg: @unchecked Sendable {
             if let event { ssh_event_remove_session(event, session) }
             ssh_disconnect(session)
             ssh_free(session)
+            if let event { ssh_event_free(event) }
+            event = nil
             callbacks?.deinitialize(count: 1)
             callbacks?.deallocate()
             callbacks = nil
