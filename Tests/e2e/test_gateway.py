@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BANNER_TEXT, OS_USER, PASSWORDS, SUBPROCESS_TIMEOUT, fake_fingerprint, free_port,
+from conftest import (BANNER_TEXT, OS_USER, PASSWORDS, free_port,
                       gateway_lines, run, sha256_file)
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -157,12 +157,16 @@ public final class TerminalRecorder: @unchecked Sendable {
                 completion(.failure(Gzip.Failure.io("fsync failed for \(path)")))
                 return
             }
-            do {
-                try Gzip.compressFile(path, to: path + ".gz")
-                unlink(path)
-                completion(.success(path + ".gz"))
-            } catch {
-                completion(.success(path))
+            // Compression is slow, CPU-bound work: it runs on its own low-priority thread,
+            // never on the threads that carry sessions.
+            WorkerThreads.compression.submit { [path] in
+                do {
+                    try Gzip.compressFile(path, to: path + ".gz")
+                    unlink(path)
+                    completion(.success(path + ".gz"))
+                } catch {
+                    completion(.success(path))
+                }
             }
         }
     }

@@ -220,7 +220,7 @@ final class GatewayChannel: @unchecked Sendable {
                                           timeout: connection.context.config.security.upstreamTimeout,
                                           pty: pty, environment: environment, program: program ?? .shell)
         let queue = connection.queue
-        ConnectorPool.shared.submit {
+        UpstreamConnector.threads.submit {
             let result = SendableResult(connector.connect())
             queue.async { self.didConnect(result.value, target: target, returnToMenu: returnToMenu) }
         }
@@ -257,7 +257,6 @@ final class GatewayChannel: @unchecked Sendable {
             if let pty { ssh_channel_change_pty_size(leg.channel, Int32(pty.columns), Int32(pty.rows)) }
             let connection = self.connection
             leg.attachEvent()
-            log.trace("upstream ready", metadata: ["buffered": "\(ssh_channel_poll(leg.channel, 0))", "closed": "\(ssh_channel_is_closed(leg.channel))", "eof": "\(ssh_channel_is_eof(leg.channel))", "fd": "\(leg.fd)"])
             leg.watcher = SocketWatcher(owning: dup(leg.fd), queue: connection.queue) { [weak connection] in connection?.pump() }
             connection.pump()
         }

@@ -51,6 +51,9 @@ enum UpstreamError: Error, CustomStringConvertible {
 /// bounded by a timeout, run on a worker thread; the session is switched to non-blocking
 /// before it is handed to the relay, which owns it from then on.
 struct UpstreamConnector {
+    /// Where connectors run: blocking, bounded by their timeout, never on a session's queue.
+    static let threads = WorkerThreads(name: "gatehouse-connector", count: 32)
+
     var target: Directory.Target
     var hostKeys: AssetHostKeys
     var timeout: TimeInterval
