@@ -301,7 +301,9 @@ class AssetSSHD(LoggedProcess):
         lines = [
             f"ListenAddress {self.host}:{self.port}",
             *(f"HostKey {p}" for p in self.host_keys.values()),
-            f"AuthorizedKeysFile {self.authorized_keys}",
+            # The second entry serves the load-test account (see plain_shell_account), which
+            # cannot read the first one in the test's private temp dir.
+            f"AuthorizedKeysFile {self.authorized_keys} .ssh/authorized_keys",
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
@@ -706,6 +708,28 @@ def direct(asset_sshd, keys, tmp_path):
         return run(asset_sshd.ssh_argv(*remote, key=keys.account, known_hosts=kh, options=options), **kw)
 
     return call
+
+
+@pytest.fixture(scope="session")
+def plain_shell_account(keys) -> str:
+    """An asset login whose shell is /bin/sh with no rc files, for load tests: they should
+    measure the gateway, not the machine's login shell start-up (an interactive bash that runs,
+    say, `pyenv rehash` under a lock serialises 200 sessions by itself). As root a dedicated
+    system user is made for it; otherwise the current user is used as it is."""
+    if os.geteuid() != 0:
+        return OS_USER
+    name = "gh-e2e-sh"
+    if subprocess.run(["id", name], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--system", "--create-home", "--home-dir", f"/var/lib/{name}",
+                        "--shell", "/bin/sh", name], check=True, capture_output=True, timeout=30)
+    # No password, but not "locked" either: sshd without PAM refuses locked accounts outright.
+    subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True, timeout=30)
+    ssh_dir = Path(f"/var/lib/{name}/.ssh")
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(keys.pub(keys.account) + "\n")
+    shutil.chown(ssh_dir, name, name)
+    shutil.chown(ssh_dir / "authorized_keys", name, name)
+    return name
 
 
 @pytest.fixture(scope="session")

@@ -417,12 +417,16 @@ def test_remote_port_forwarding_is_refused(gateway, asset_sshd):
 # load
 
 
-def test_200_concurrent_sessions_each_get_their_own_output(gateway):
+def test_200_concurrent_sessions_each_get_their_own_output(make_gateway, asset_sshd, keys, plain_shell_account):
     n_sessions = 200
+    gateway = make_gateway(
+        extra_assets=[{"name": "load01", "host": "127.0.0.1", "ssh_port": asset_sshd.port,
+                       "accounts": [{"name": plain_shell_account, "private_key_file": str(keys.account)}]}],
+        extra_grants=[{"users": ["alice"], "assets": ["load01"]}])
 
     def one(n):
         try:
-            return n, gateway.ssh("alice@web01", f"echo {n}", options=["-o", "ConnectTimeout=30"], timeout=60)
+            return n, gateway.ssh("alice@load01", f"echo {n}", options=["-o", "ConnectTimeout=30"], timeout=60)
         except AssertionError as e:  # timeout
             return n, str(e)
 

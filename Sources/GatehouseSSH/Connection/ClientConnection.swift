@@ -29,9 +29,6 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
     private var closeReason = "client disconnected"
     private let summaryLock = NSLock()
     private var summaryValue: SessionSummary
-    /// Scratch space for moving bytes between legs; one per connection, used on its queue only.
-    let buffer = UnsafeMutableRawPointer.allocate(byteCount: 64 * 1024, alignment: 16)
-    static let bufferSize = 64 * 1024
     var bytesFromClient = 0
     var bytesToClient = 0
     private(set) var authMethod = ""
@@ -68,7 +65,6 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
     deinit {
         serverCallbacks.deinitialize(count: 1)
         serverCallbacks.deallocate()
-        buffer.deallocate()
     }
 
     var summary: SessionSummary { summaryLock.withLock { summaryValue } }

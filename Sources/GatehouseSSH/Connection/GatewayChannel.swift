@@ -27,6 +27,9 @@ final class GatewayChannel: @unchecked Sendable {
         var stderrEOF = false
         /// libssh holds output for the asset that the socket has not taken yet.
         var legOutputPending = false
+        var input = ChannelPipe()
+        var output = ChannelPipe()
+        var errors = ChannelPipe(fromStderr: true, toStderr: true)
     }
 
     /// Strong: a connect in flight may outlive the connection's own bookkeeping. The cycle is
@@ -61,15 +64,15 @@ final class GatewayChannel: @unchecked Sendable {
 
     private var released = false
 
-    /// Detaches from libssh: no callback may reach this object after it is gone, and the
-    /// client channel is freed (libssh finishes closing it). Called by the connection while its
-    /// session is still alive.
+    /// Detaches from libssh so that no callback can reach this object once it is gone.
+    /// Called by the connection while its session is still alive. The channel itself stays
+    /// libssh's: it is freed with the session (freeing it earlier races with packets that
+    /// libssh is still routing to it).
     func release() {
         guard !released else { return }
         released = true
         ssh_remove_channel_callbacks(channel, callbacks)
         if !clientClosed { ssh_channel_close(channel) }
-        ssh_channel_free(channel)
     }
 
     var isDone: Bool {
@@ -153,10 +156,17 @@ final class GatewayChannel: @unchecked Sendable {
             return true
         case .menu(var menu):
             if clientClosed { teardown(); return true }
-            let n = ssh_channel_read_nonblocking(channel, connection.buffer, UInt32(1024), 0)
-            if n == SSH_EOF || n == SSH_ERROR { finishClient(status: 0); return true }
+            // Everything libssh holds, at once (see ChannelPipe on why never a part).
+            let available = ssh_channel_poll(channel, 0)
+            if available == SSH_EOF || available == SSH_ERROR { finishClient(status: 0); return true }
+            guard available > 0 else { return false }
+            let want = Int(min(available, 8 << 20))
+            var n: Int32 = 0
+            let bytes = [UInt8](unsafeUninitializedCapacity: want) { buffer, initialized in
+                n = ssh_channel_read_nonblocking(channel, buffer.baseAddress, UInt32(want), 0)
+                initialized = max(0, Int(n))
+            }
             guard n > 0 else { return false }
-            let bytes = Array(UnsafeRawBufferPointer(start: connection.buffer, count: Int(n)))
             let (output, action) = menu.feed(bytes)
             phase = .menu(menu)
             write(output)
@@ -272,7 +282,7 @@ final class GatewayChannel: @unchecked Sendable {
             return true
         }
         if !relay.stdinEOFSent {
-            switch move(from: channel, stderr: false, to: up, toStderr: false) {
+            switch relay.input.move(from: channel, to: up, delivered: { deliveredInput($0) }) {
             case .moved(let n): moved = true; connection.bytesFromClient += n
             case .eof: ssh_channel_send_eof(up); relay.stdinEOFSent = true; moved = true
             case .idle: break
@@ -282,14 +292,14 @@ final class GatewayChannel: @unchecked Sendable {
         // backlog is full, asset output stays unread and the SSH window does the rest.
         let recorderFull = recorder?.isBackedUp ?? false
         if !relay.stdoutEOF && !recorderFull {
-            switch move(from: up, stderr: false, to: channel, toStderr: false) {
+            switch relay.output.move(from: up, to: channel, delivered: { deliveredOutput($0, stderr: false) }) {
             case .moved(let n): moved = true; connection.bytesToClient += n
             case .eof: relay.stdoutEOF = true; moved = true
             case .idle: break
             }
         }
         if !relay.stderrEOF && !recorderFull {
-            switch move(from: up, stderr: true, to: channel, toStderr: true) {
+            switch relay.errors.move(from: up, to: channel, delivered: { deliveredOutput($0, stderr: true) }) {
             case .moved(let n): moved = true; connection.bytesToClient += n
             case .eof: relay.stderrEOF = true; moved = true
             case .idle: break
@@ -311,49 +321,26 @@ final class GatewayChannel: @unchecked Sendable {
         return changed
     }
 
-    private enum Move { case moved(Int), eof, idle }
+    /// What the user typed or piped, as it went to the asset.
+    private func deliveredInput(_ bytes: UnsafeRawBufferPointer) {
+        recorder?.input(bytes)
+        if !connection.context.sinks.isEmpty { connection.emit(.input(Data(bytes))) }
+    }
 
-    /// Copies what `destination`'s window allows. Never reads more than can be sent, so the
-    /// source's window closes and the sender is held back: no unbounded buffering here.
-    private func move(from source: OpaquePointer, stderr: Bool, to destination: OpaquePointer, toStderr: Bool) -> Move {
-        var total = 0
-        let buffer = connection.buffer
-        while true {
-            let window = Int(ssh_channel_window_size(destination))
-            if window == 0 { break }
-            let n = ssh_channel_read_nonblocking(source, buffer, UInt32(min(window, ClientConnection.bufferSize)), stderr ? 1 : 0)
-            if n > 0 {
-                var offset = 0
-                while offset < Int(n) {
-                    let w = toStderr
-                        ? ssh_channel_write_stderr(destination, buffer + offset, UInt32(Int(n) - offset))
-                        : ssh_channel_write(destination, buffer + offset, UInt32(Int(n) - offset))
-                    if w <= 0 { break }
-                    offset += Int(w)
-                }
-                if let recorder {
-                    let bytes = UnsafeRawBufferPointer(start: buffer, count: Int(n))
-                    if destination == channel { recorder.output(bytes) } else { recorder.input(bytes) }
-                }
-                if !connection.context.sinks.isEmpty {
-                    let data = Data(bytes: buffer, count: Int(n))
-                    connection.emit(destination == channel ? .output(data, stream: toStderr ? .stderr : .stdout) : .input(data))
-                }
-                total += Int(n)
-                if offset < Int(n) { break }
-                continue
-            }
-            if n == SSH_EOF || n == SSH_ERROR { return total > 0 ? .moved(total) : .eof }
-            break
-        }
-        return total > 0 ? .moved(total) : .idle
+    /// What the user's terminal received from the asset.
+    private func deliveredOutput(_ bytes: UnsafeRawBufferPointer, stderr: Bool) {
+        recorder?.output(bytes)
+        if !connection.context.sinks.isEmpty { connection.emit(.output(Data(bytes), stream: stderr ? .stderr : .stdout)) }
     }
 
     private func endRelay(_ relay: Relay, clientGone: Bool) {
         let duration = String(format: "%.1f", Date().timeIntervalSince(relay.started))
         connection.logger.info("asset session end", metadata: ["user": "\(login.user)", "asset": "\(relay.target.asset.name)",
                                                                "account": "\(relay.target.account.name)", "duration": "\(duration)s"])
-        let exit = relay.leg.exit
+        var exit = relay.leg.exit
+        if exit == nil, case let status = ssh_channel_get_exit_status(relay.leg.channel), status >= 0 {
+            exit = .status(status) // libssh keeps the status even when no callback saw it
+        }
         let lost = !relay.leg.isConnected && exit == nil
         relay.leg.shutdown()
         phase = .finished

@@ -114,11 +114,16 @@ struct UpstreamConnector {
             ssh_channel_free(channel)
             return .failure(.channelRefused(asset: asset.name, reason: LibSSH.errorText(session)))
         }
+        // The leg (and its exit-status callbacks) exists before the program starts: a quick
+        // command's exit status can arrive together with the reply to the exec request.
+        let leg = UpstreamLeg(session: session, channel: channel, banner: banner, fingerprint: fingerprint)
+        handedOver = true
         // Variables the asset does not accept are refused by it, as on a direct connection.
         for (name, value) in environment { _ = ssh_channel_request_env(channel, name, value) }
         if let pty, ssh_channel_request_pty_size(channel, pty.term, Int32(pty.columns), Int32(pty.rows)) != SSH_OK {
-            ssh_channel_free(channel)
-            return .failure(.channelRefused(asset: asset.name, reason: "no terminal: \(LibSSH.errorText(session))"))
+            let reason = LibSSH.errorText(session)
+            leg.shutdown()
+            return .failure(.channelRefused(asset: asset.name, reason: "no terminal: \(reason)"))
         }
         let started: Int32
         switch program {
@@ -127,12 +132,12 @@ struct UpstreamConnector {
         case .subsystem(let name): started = ssh_channel_request_subsystem(channel, name)
         }
         guard started == SSH_OK else {
-            ssh_channel_free(channel)
-            return .failure(.channelRefused(asset: asset.name, reason: "\(program.label) refused: \(LibSSH.errorText(session))"))
+            let reason = LibSSH.errorText(session)
+            leg.shutdown()
+            return .failure(.channelRefused(asset: asset.name, reason: "\(program.label) refused: \(reason)"))
         }
         ssh_set_blocking(session, 0)
-        handedOver = true
-        return .success(UpstreamLeg(session: session, channel: channel, banner: banner, fingerprint: fingerprint))
+        return .success(leg)
     }
 
     private func authenticate(_ session: OpaquePointer) -> Result<Void, UpstreamError> {

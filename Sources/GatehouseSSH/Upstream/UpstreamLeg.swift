@@ -70,7 +70,7 @@ final class UpstreamLeg: @unchecked Sendable {
         let finish = { [self] in
             if ssh_channel_is_closed(channel) == 0 { ssh_channel_close(channel) }
             ssh_remove_channel_callbacks(channel, callbacks)
-            ssh_channel_free(channel)
+            // ssh_disconnect frees the session's channels.
             if let event { ssh_event_remove_session(event, session) }
             ssh_disconnect(session)
             ssh_free(session)
