@@ -144,7 +144,6 @@ public struct AsciicastEncoder: Sendable {
         out += Array(String(value).utf8)
     }
 
-    private static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 
     static func appendJSONString(_ bytes: [UInt8], to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
@@ -153,52 +152,76 @@ public struct AsciicastEncoder: Sendable {
     }
 
     /// JSON-escapes `bytes` into `out` (without quotes). Invalid UTF-8 becomes `\udcXX`.
+    ///
+    /// The hot path: plain ASCII is found eight bytes at a time and copied in runs.
     static func appendEscaped(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8], final: Bool) {
-        out.reserveCapacity(out.count + bytes.count + bytes.count / 8 + 16)
         let n = bytes.count
-        var i = 0
-        var runStart = 0
-        @inline(__always) func flushRun(_ end: Int) {
-            if end > runStart { out.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[runStart..<end])) }
-        }
-        while i < n {
-            let b = bytes[i]
-            if b >= 0x20 && b < 0x80 && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\") {
-                i += 1
-                continue
-            }
-            if b < 0x80 {
-                flushRun(i)
-                switch b {
-                case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
-                case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
-                case 0x0A: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
-                case 0x0D: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
-                case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
-                case 0x08: out += [UInt8(ascii: "\\"), UInt8(ascii: "b")]
-                case 0x0C: out += [UInt8(ascii: "\\"), UInt8(ascii: "f")]
-                default: out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(b >> 4)], hex[Int(b & 0xF)]]
+        guard n > 0, let src = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+        // Worst case six bytes out per byte in (`\udcXX`, `\u001b`); written through a pointer.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: n * 6 + 16) { scratch in
+            let dst = scratch.baseAddress!
+            var k = 0
+            var i = 0
+            @inline(__always) func hexDigit(_ v: UInt8) -> UInt8 { v < 10 ? 0x30 &+ v : 0x57 &+ v }
+            while i < n {
+                // Copy eight plain bytes at a time: none below 0x20, none at or above 0x80,
+                // no quote (0x22), no backslash (0x5C).
+                while i + 8 <= n {
+                    let w = UInt64(littleEndian: UnsafeRawPointer(src + i).loadUnaligned(as: UInt64.self))
+                    let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+                    let below20 = (w &- ones &* 0x20) & ~w & highs
+                    let q = w ^ (ones &* 0x22), bs = w ^ (ones &* 0x5C)
+                    let quote = (q &- ones) & ~q & highs
+                    let backslash = (bs &- ones) & ~bs & highs
+                    if (below20 | quote | backslash | (w & highs)) != 0 { break }
+                    UnsafeMutableRawPointer(dst + k).storeBytes(of: w, toByteOffset: 0, as: UInt64.self)
+                    k += 8
+                    i += 8
                 }
+                guard i < n else { break }
+                let b = src[i]
+                if b >= 0x20 && b < 0x80 && b != 0x22 && b != 0x5C {
+                    dst[k] = b; k += 1; i += 1
+                    continue
+                }
+                if b < 0x80 {
+                    dst[k] = 0x5C
+                    switch b {
+                    case 0x22: dst[k + 1] = 0x22; k += 2
+                    case 0x5C: dst[k + 1] = 0x5C; k += 2
+                    case 0x0A: dst[k + 1] = UInt8(ascii: "n"); k += 2
+                    case 0x0D: dst[k + 1] = UInt8(ascii: "r"); k += 2
+                    case 0x09: dst[k + 1] = UInt8(ascii: "t"); k += 2
+                    case 0x08: dst[k + 1] = UInt8(ascii: "b"); k += 2
+                    case 0x0C: dst[k + 1] = UInt8(ascii: "f"); k += 2
+                    default:
+                        dst[k + 1] = UInt8(ascii: "u"); dst[k + 2] = 0x30; dst[k + 3] = 0x30
+                        dst[k + 4] = hexDigit(b >> 4); dst[k + 5] = hexDigit(b & 0xF); k += 6
+                    }
+                    i += 1
+                    continue
+                }
+                // Multi-byte: copy a whole valid sequence, else escape one byte.
+                let length = validSequenceLength(bytes, at: i)
+                if length > 0 {
+                    for j in 0..<length { dst[k + j] = src[i + j] }
+                    k += length
+                    i += length
+                    continue
+                }
+                dst[k] = 0x5C; dst[k + 1] = UInt8(ascii: "u"); dst[k + 2] = UInt8(ascii: "d"); dst[k + 3] = UInt8(ascii: "c")
+                dst[k + 4] = hexDigit(b >> 4); dst[k + 5] = hexDigit(b & 0xF)
+                k += 6
                 i += 1
-                runStart = i
-                continue
             }
-            // Multi-byte: copy a whole valid sequence, else escape one byte.
-            let length = validSequenceLength(bytes, at: i)
-            if length > 0 {
-                i += length
-                continue
-            }
-            flushRun(i)
-            out += [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "d"), UInt8(ascii: "c"), hex[Int(b >> 4)], hex[Int(b & 0xF)]]
-            i += 1
-            runStart = i
+            out.append(contentsOf: UnsafeBufferPointer(start: dst, count: k))
         }
-        flushRun(n)
     }
 
     @inline(__always)
-    private static func validSequenceLength(_ s: UnsafeRawBufferPointer, at i: Int) -> Int {
+    private static func validSequenceLength(_ buffer: UnsafeRawBufferPointer, at i: Int) -> Int {
+        let s = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let count = buffer.count
         let lead = s[i]
         let need: Int
         switch lead {
@@ -207,7 +230,7 @@ public struct AsciicastEncoder: Sendable {
         case 0xF0...0xF4: need = 4
         default: return 0
         }
-        guard i + need <= s.count else { return 0 }
+        guard i + need <= count else { return 0 }
         let (lo, hi) = secondByteRange(lead)
         guard (lo...hi).contains(s[i + 1]) else { return 0 }
         var k = 2

@@ -136,6 +136,21 @@ public final class TerminalRecorder: @unchecked Sendable {
         }
     }
 
+    /// Writes what is left, fsyncs and closes, leaving the plain `.cast` (benchmarks; tools).
+    public func closeWithoutCompressing(_ completion: @escaping @Sendable () -> Void) {
+        guard !closed else { return }
+        encoder.finish(at: now, to: &pending)
+        submit()
+        closed = true
+        timer?.cancel()
+        timer = nil
+        writer.async { [self] in
+            _ = fsync(fd)
+            Foundation.close(fd)
+            completion()
+        }
+    }
+
     /// Writes what is left, fsyncs, closes and compresses to `.cast.gz`. `completion` runs on
     /// the writer with the final path, or an error (then the plain `.cast` is kept).
     public func close(completion: @escaping @Sendable (Result<String, Error>) -> Void) {
