@@ -25,7 +25,8 @@ let args = CommandLine.arguments
 let megabytes = args.count > 1 ? Int(args[1]) ?? 256 : 256
 let runs = args.count > 2 ? Int(args[2]) ?? 5 : 5
 let data = terminalOutput(megabytes: megabytes)
-let binary = (0..<(megabytes << 20)).map { _ in UInt8.random(in: 0...255) }
+var generator = SystemRandomNumberGenerator()
+let binary = (0..<(megabytes << 17)).flatMap { _ in withUnsafeBytes(of: generator.next() as UInt64) { Array($0) } }
 let dir = NSTemporaryDirectory() + "gatehouse-micro-\(getpid())"
 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -89,7 +90,8 @@ func gzipFile(_ input: [UInt8]) -> (Double, Double) {
 
 let mb = Double(megabytes)
 var results: [(String, [Double])] = []
-for (name, input) in [("terminal text", data), ("random bytes", binary)] {
+let zeros = [UInt8](repeating: 0, count: megabytes << 20)
+for (name, input) in [("terminal text", data), ("random bytes", binary), ("zero bytes", zeros)] {
     results.append(("encode only, \(name)", (0..<runs).map { _ in mb / encodeOnly(input) }))
     results.append(("record to disk, \(name)", (0..<runs).map { run in mb / recordToDisk(input, run: run) }))
 }
