@@ -133,11 +133,16 @@ async def run_asset(args) -> None:
 # the client swarm
 
 
+class StageError(Exception):
+    """A session that could not be set up, with the step that failed."""
+
+
 class ClientSession(asyncssh.SSHClientSession):
     def __init__(self, swarm: "Swarm"):
         self.swarm = swarm
         self.first = asyncio.get_running_loop().create_future()
         self.bytes = 0
+        self.abandoned = False  # setup failed and we dropped it: not an unexpected close
 
     def data_received(self, data, datatype):
         self.bytes += len(data)
@@ -148,7 +153,8 @@ class ClientSession(asyncssh.SSHClientSession):
     def connection_lost(self, exc):
         if not self.first.done():
             self.first.set_exception(exc or ConnectionError("session closed before any output"))
-        if not self.swarm.closing:
+            self.first.exception()  # retrieved: no "never retrieved" noise
+        if not self.swarm.closing and not self.abandoned:
             self.swarm.unexpected_closed += 1
             if exc is not None:
                 self.swarm.late_errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
@@ -169,17 +175,32 @@ class Swarm:
 
     async def open_one(self):
         conn = None
+        made: list[ClientSession] = []
+
+        def factory():
+            made.append(ClientSession(self))
+            return made[-1]
+
+        stage = "connect+auth"
         try:
             conn = await asyncio.wait_for(asyncssh.connect("127.0.0.1", self.args.port, options=self.options),
                                           self.args.timeout)
+            stage = "channel open + pty + shell"
             chan, sess = await asyncio.wait_for(
-                conn.create_session(lambda: ClientSession(self), self.args.command, term_type="xterm",
+                conn.create_session(factory, self.args.command, term_type="xterm",
                                     term_size=(80, 24), encoding=None), self.args.timeout)
+            stage = "first output from the asset"
             await asyncio.wait_for(asyncio.shield(sess.first), self.args.timeout)
             self.sessions.append((conn, chan, sess))
             conn = None
+        except asyncio.TimeoutError:
+            raise StageError(f"Timeout: no {stage} within {self.args.timeout:.0f} s") from None
+        except Exception as e:
+            raise StageError(f"{type(e).__name__} during {stage}: {e}") from e
         finally:
             if conn is not None:
+                for sess in made:
+                    sess.abandoned = True
                 conn.abort()
 
     def alive(self) -> int:
@@ -207,7 +228,7 @@ class Swarm:
                     failed += 1
                     if first_error_at is None:
                         first_error_at = len(self.sessions)
-                    msg = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+                    msg = str(e) if isinstance(e, StageError) else f"{type(e).__name__}: {e}"
                     errors[msg[:200]] += 1
                     if failed >= max_errors:
                         stop.set()
@@ -288,7 +309,7 @@ def main() -> None:
     c.add_argument("--key", required=True)
     c.add_argument("--command", default=None, help="run this instead of a shell (still with a PTY)")
     c.add_argument("--concurrency", type=int, default=32, help="handshakes in flight at once")
-    c.add_argument("--timeout", type=float, default=60.0, help="per-session setup timeout, seconds")
+    c.add_argument("--timeout", type=float, default=30.0, help="per-session setup timeout, seconds")
     c.add_argument("--max-errors", type=int, default=20, help="stop opening after this many failures")
     args = ap.parse_args()
     asyncio.run(run_asset(args) if args.mode == "asset" else run_clients(args))

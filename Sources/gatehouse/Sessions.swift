@@ -68,9 +68,11 @@ struct Sessions: ParsableCommand {
             let session: SessionRecord
             do { session = try audit.store.session(id: id) } catch { throw fail("\(error)") }
             let activities = try audit.store.activities(sessionID: session.id)
+            let commands = try audit.store.commands(sessionID: session.id)
             if json {
                 var object = SessionJSON(session)
                 object.activities = activities.map { ActivityJSON(time: iso($0.time), kind: $0.kind, detail: $0.detail) }
+                object.commands = commands.map { CommandJSON($0) }
                 print(try jsonText(object))
                 return
             }
@@ -87,6 +89,12 @@ struct Sessions: ParsableCommand {
             for (k, v) in fields { print("\(k.padding(toLength: 14, withPad: " ", startingAt: 0)) \(printable(v))") }
             print("\nActivities")
             for a in activities { print("  \(formatDate(a.time))  \(a.kind.padding(toLength: 20, withPad: " ", startingAt: 0)) \(printable(a.detail))") }
+            print("\nCommands")
+            if commands.isEmpty { print("  (none)") }
+            for c in commands {
+                let risk = c.risk == .normal ? "" : " [\(c.risk.rawValue)\(c.rule.map { " by rule \($0)" } ?? "")]"
+                print("  \(String(format: "%8.1fs", c.offset))  \(printable(c.command))\(risk)")
+            }
         }
     }
 
@@ -135,10 +143,11 @@ struct SessionJSON: Encodable {
     var terminatedBy, reason, recording: String?
     var bytesIn, bytesOut: Int
     var activities: [ActivityJSON]?
+    var commands: [CommandJSON]?
 
     enum CodingKeys: String, CodingKey {
         case id, shortID, user, asset, account, `protocol`, remoteAddress, clientSoftware, program, started, ended
-        case durationSeconds, state, terminatedBy, reason, recording, bytesIn, bytesOut, activities
+        case durationSeconds, state, terminatedBy, reason, recording, bytesIn, bytesOut, activities, commands
     }
 
     /// Absent values are written as null, so every key is always there for scripts.
@@ -152,6 +161,7 @@ struct SessionJSON: Encodable {
         try c.encode(terminatedBy, forKey: .terminatedBy); try c.encode(reason, forKey: .reason)
         try c.encode(recording, forKey: .recording); try c.encode(bytesIn, forKey: .bytesIn); try c.encode(bytesOut, forKey: .bytesOut)
         try c.encodeIfPresent(activities, forKey: .activities)
+        try c.encodeIfPresent(commands, forKey: .commands)
     }
 
     init(_ s: SessionRecord) {
@@ -210,7 +220,7 @@ func printable(_ text: String) -> String {
     String(text.unicodeScalars.map { $0.properties.generalCategory == .control ? "\u{FFFD}" : Character($0) })
 }
 
-func printTable(header: [String], rows: [[String]]) {
+func printTable(header: [String], rows: [[String]], empty: String = "(no sessions)") {
     let all = [header] + rows.map { $0.map(printable) }
     var widths = header.map(\.count)
     for row in all { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
@@ -218,5 +228,5 @@ func printTable(header: [String], rows: [[String]]) {
         print(row.enumerated().map { i, cell in cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
             .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
     }
-    if rows.isEmpty { print("(no sessions)") }
+    if rows.isEmpty { print(empty) }
 }

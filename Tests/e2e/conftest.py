@@ -551,8 +551,8 @@ class Gateway(LoggedProcess):
     def ssh(self, login, *remote, input=None, stdin=None, stdout=None, timeout=SUBPROCESS_TIMEOUT, **kw) -> Result:
         return run(self.ssh_argv(login, *remote, **kw), input=input, stdin=stdin, stdout=stdout, timeout=timeout)
 
-    def spawn(self, login, *remote, dimensions=(24, 80), timeout=PEXPECT_TIMEOUT, **kw) -> "Terminal":
-        return Terminal(self.ssh_argv(login, *remote, **kw), dimensions=dimensions, timeout=timeout)
+    def spawn(self, login, *remote, dimensions=(24, 80), timeout=PEXPECT_TIMEOUT, term="dumb", **kw) -> "Terminal":
+        return Terminal(self.ssh_argv(login, *remote, **kw), dimensions=dimensions, timeout=timeout, term=term)
 
     def assert_serving(self):
         """A good exec still works (the gateway survived whatever the test did)."""
@@ -564,10 +564,10 @@ class Gateway(LoggedProcess):
 class Terminal:
     """pexpect child with a transcript, raising readable assertion errors."""
 
-    def __init__(self, argv, dimensions=(24, 80), timeout=PEXPECT_TIMEOUT):
+    def __init__(self, argv, dimensions=(24, 80), timeout=PEXPECT_TIMEOUT, term="dumb"):
         self.argv = [str(a) for a in argv]
         self.transcript = io.StringIO()
-        self.child = pexpect.spawn(self.argv[0], self.argv[1:], env=client_env(), dimensions=dimensions,
+        self.child = pexpect.spawn(self.argv[0], self.argv[1:], env=client_env(TERM=term), dimensions=dimensions,
                                    timeout=timeout, encoding="utf-8", codec_errors="replace")
         self.child.logfile_read = self.transcript
 

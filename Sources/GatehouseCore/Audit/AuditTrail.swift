@@ -65,7 +65,7 @@ public final class AuditTrail: @unchecked Sendable {
     }
 
     /// A session that never reached its asset: kept so auditors see refused attempts.
-    public func recordFailed(_ record: SessionRecord, activities: [Activity]) {
+    public func recordFailed(_ record: SessionRecord, activities: [Activity], commands: [CommandRecord] = []) {
         var failed = record
         failed.state = .failed
         failed.ended = failed.ended ?? Date()
@@ -73,6 +73,7 @@ public final class AuditTrail: @unchecked Sendable {
         write("failed session") { store in
             try store.insert(r)
             for a in activities { try store.addActivity(sessionID: r.id, a) }
+            for c in commands { try store.addCommand(c) }
         }
     }
 
@@ -152,6 +153,10 @@ public final class AuditSession: @unchecked Sendable {
     public func activity(_ activity: Activity) {
         let id = record.id
         trail.write("activity") { try $0.addActivity(sessionID: id, activity) }
+    }
+
+    public func command(_ command: CommandRecord) {
+        trail.write("command") { try $0.addCommand(command) }
     }
 
     /// Starts the terminal recording; on failure the session gets no recorder and the caller

@@ -12,6 +12,9 @@ public struct GatehouseConfig: Sendable {
     public var grants: [Grant]
     public var security: Security
     public var recording: RecordingPolicy
+    public var commandRules: [CommandRule] = []
+    /// How much of each command's output is kept with it.
+    public var commandOutputLines = 20
 
     public struct Listen: Sendable {
         public var ssh: HostPort

@@ -157,7 +157,7 @@ private struct Reader {
     }
 
     mutating func readRoot(_ root: Node, configPath: String) -> GatehouseConfig? {
-        let f = fields(root, "", known: ["data_dir", "listen", "users", "assets", "grants", "security", "recording"])
+        let f = fields(root, "", known: ["data_dir", "listen", "users", "assets", "grants", "security", "recording", "command_rules", "commands"])
         let dataDir = string(f["data_dir"], "data_dir", required: false).map(resolve) ?? resolve("var")
 
         var listenSSH = HostPort(host: "0.0.0.0", port: 2222)
@@ -326,7 +326,41 @@ private struct Reader {
             if let v = int(r["retention_days"], "recording.retention_days", range: 1...36500) { recording.retentionDays = v }
         }
 
-        return GatehouseConfig(configPath: configPath, dataDir: dataDir, listen: .init(ssh: listenSSH),
-                               users: users, assets: assets, grants: grants, security: security, recording: recording)
+        var rules: [CommandRule] = []
+        for (i, node) in list(f["command_rules"], "command_rules") {
+            let p = "command_rules[\(i)]"
+            let r = fields(node, p, known: ["pattern", "action", "users", "assets", "accounts"])
+            guard let pattern = string(r["pattern"], "\(p).pattern") else { continue }
+            var action = CommandRule.Action.deny
+            if let a = string(r["action"], "\(p).action") {
+                if let parsed = CommandRule.Action(rawValue: a) { action = parsed } else {
+                    problem(r["action"], "\(p).action", "expected deny, warn or allow")
+                }
+            }
+            let ruleUsers = strings(r["users"], "\(p).users"), ruleAssets = strings(r["assets"], "\(p).assets")
+            for (k, u) in ruleUsers.enumerated() where !userNames.contains(u) {
+                problem(r["users"]?.array()[k], "\(p).users[\(k)]", "no user named \"\(u)\"")
+            }
+            for (k, a) in ruleAssets.enumerated() where !assetNames.contains(a) {
+                problem(r["assets"]?.array()[k], "\(p).assets[\(k)]", "no asset named \"\(a)\"")
+            }
+            do {
+                rules.append(try CommandRule(number: i + 1, pattern: pattern, action: action, users: ruleUsers,
+                                             assets: ruleAssets, accounts: strings(r["accounts"], "\(p).accounts")))
+            } catch {
+                problem(r["pattern"], "\(p).pattern", "not a valid regular expression")
+            }
+        }
+        var outputLines = 20
+        if let c = f["commands"] {
+            let cf = fields(c, "commands", known: ["output_lines"])
+            if let v = int(cf["output_lines"], "commands.output_lines", range: 0...1000) { outputLines = v }
+        }
+
+        var config = GatehouseConfig(configPath: configPath, dataDir: dataDir, listen: .init(ssh: listenSSH),
+                                     users: users, assets: assets, grants: grants, security: security, recording: recording)
+        config.commandRules = rules
+        config.commandOutputLines = outputLines
+        return config
     }
 }

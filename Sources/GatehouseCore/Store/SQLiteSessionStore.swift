@@ -51,7 +51,71 @@ public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
             }
             try db.create(index: "activity_on_session", on: "activity", columns: ["session_id", "time"])
         }
+        migrator.registerMigration("v2: commands") { db in
+            try db.create(table: "command") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("session_id", .text).notNull().references("session", onDelete: .cascade)
+                t.column("time", .double).notNull()
+                t.column("offset", .double).notNull()
+                t.column("command", .text).notNull()
+                t.column("output", .text).notNull()
+                t.column("risk", .text).notNull()
+                t.column("rule", .text)
+            }
+            try db.create(index: "command_on_session", on: "command", columns: ["session_id", "time"])
+            try db.create(index: "command_on_time", on: "command", columns: ["time"])
+            try db.create(index: "command_on_risk", on: "command", columns: ["risk", "time"])
+        }
         return migrator
+    }
+
+    public func addCommand(_ c: CommandRecord) throws {
+        try wrap {
+            try pool.write { db in
+                try db.execute(sql: "INSERT INTO command (session_id, time, offset, command, output, risk, rule) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               arguments: [c.sessionID, c.time.timeIntervalSince1970, c.offset, c.command, c.output, c.risk.rawValue, c.rule])
+            }
+        }
+    }
+
+    public func commands(sessionID: String) throws -> [CommandRecord] {
+        try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM command WHERE session_id = ? ORDER BY time, id", arguments: [sessionID]).map(Self.command)
+            }
+        }
+    }
+
+    public func searchCommands(_ f: CommandFilter) throws -> [CommandMatch] {
+        var clauses: [String] = []
+        var arguments: [(any DatabaseValueConvertible)?] = []
+        if let text = f.text, !text.isEmpty {
+            // LIKE with the user's text escaped: a search for "50%" finds "50%", not everything.
+            let escaped = text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
+            clauses.append("c.command LIKE ? ESCAPE '\\'")
+            arguments.append("%\(escaped)%")
+        }
+        if let user = f.user { clauses.append("s.user = ?"); arguments.append(user) }
+        if let asset = f.asset { clauses.append("s.asset = ?"); arguments.append(asset) }
+        if let risk = f.risk { clauses.append("c.risk = ?"); arguments.append(risk.rawValue) }
+        if let since = f.since { clauses.append("c.time >= ?"); arguments.append(since.timeIntervalSince1970) }
+        arguments.append(f.limit)
+        let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+        let sql = "SELECT c.*, s.user, s.asset, s.account FROM command c JOIN session s ON s.id = c.session_id \(whereSQL) ORDER BY c.time DESC LIMIT ?"
+        let args = StatementArguments(arguments)
+        return try wrap {
+            try pool.read { db in
+                try Row.fetchAll(db, sql: sql, arguments: args).map {
+                    CommandMatch(command: Self.command($0), user: $0["user"], asset: $0["asset"], account: $0["account"])
+                }
+            }
+        }
+    }
+
+    private static func command(_ row: Row) -> CommandRecord {
+        CommandRecord(sessionID: row["session_id"], time: Date(timeIntervalSince1970: row["time"]), offset: row["offset"],
+                      command: row["command"], output: row["output"], risk: CommandRisk(rawValue: row["risk"]) ?? .normal,
+                      rule: row["rule"])
     }
 
     private func wrap<T>(_ body: () throws -> T) throws -> T {

@@ -117,4 +117,8 @@ public protocol SessionStore: Sendable {
     func onlineSessions() throws -> [SessionRecord]
     /// Finished sessions started before `date` that still have a recording.
     func sessionsWithRecordings(startedBefore date: Date) throws -> [SessionRecord]
+    func addCommand(_ command: CommandRecord) throws
+    func commands(sessionID: String) throws -> [CommandRecord]
+    /// Commands across sessions, newest first; `text` matches anywhere in the command.
+    func searchCommands(_ filter: CommandFilter) throws -> [CommandMatch]
 }

@@ -46,6 +46,10 @@ final class GatewayChannel: @unchecked Sendable {
     private var audit: AuditSession?
     private var handle: ChannelSessionHandle?
     private var recorder: TerminalRecorder? { audit?.recorder }
+    /// Reads commands off the screen (shell) or takes the exec string; nil for subsystems.
+    private var extractor: CommandExtractor?
+    /// A rule stopped a command: the line to show the user after this round.
+    private var blockedNotice: String?
     private var callbacks: UnsafeMutablePointer<ssh_channel_callbacks_struct>
 
     init(connection: ClientConnection, channel: OpaquePointer, login: LoginName) {
@@ -141,6 +145,7 @@ final class GatewayChannel: @unchecked Sendable {
         if case let .relaying(relay) = phase {
             ssh_channel_change_pty_size(relay.leg.channel, Int32(columns), Int32(rows))
             recorder?.resize(columns: columns, rows: rows)
+            extractor?.resize(columns: columns, rows: rows)
         }
     }
 
@@ -201,7 +206,12 @@ final class GatewayChannel: @unchecked Sendable {
     private func start(_ program: ChannelProgram) {
         if let asset = login.asset {
             switch connection.context.directory.route(user: login.user, asset: asset, account: login.account) {
-            case .success(let target): connect(target, returnToMenu: false)
+            case .success(let target):
+                if case let .exec(command) = program, case let verdict = policy(for: target).judge(command), verdict.denied {
+                    refuseExec(command, verdict: verdict, target: target)
+                    return
+                }
+                connect(target, returnToMenu: false)
             case .failure(let error):
                 recordFailed(asset: asset, account: login.account ?? "", reason: "\(error)")
                 fail("\(error)", activity: .upstreamFailed)
@@ -282,11 +292,23 @@ final class GatewayChannel: @unchecked Sendable {
             return true
         }
         if !relay.stdinEOFSent {
-            switch relay.input.move(from: channel, to: up, delivered: { deliveredInput($0) }) {
+            let extractor = self.extractor
+            let transform: (([UInt8]) -> [UInt8])? = extractor.map { extractor in
+                { [weak self] bytes in
+                    let decision = extractor.input(bytes)
+                    if let notice = decision.blockedNotice { self?.blockedNotice = notice }
+                    return decision.forward
+                }
+            }
+            switch relay.input.move(from: channel, to: up, transform: pty != nil ? transform : nil, delivered: { deliveredInput($0) }) {
             case .moved(let n): moved = true; connection.bytesFromClient += n
             case .eof: ssh_channel_send_eof(up); relay.stdinEOFSent = true; moved = true
             case .idle: break
             }
+        }
+        if let notice = blockedNotice {
+            blockedNotice = nil
+            writeStderr("\r\ngatehouse: \(notice)\n")
         }
         // The recorder may hold the asset back (never the other way round): while its disk
         // backlog is full, asset output stays unread and the SSH window does the rest.
@@ -330,6 +352,7 @@ final class GatewayChannel: @unchecked Sendable {
     /// What the user's terminal received from the asset.
     private func deliveredOutput(_ bytes: UnsafeRawBufferPointer, stderr: Bool) {
         recorder?.output(bytes)
+        extractor?.output(bytes)
         if !connection.context.sinks.isEmpty { connection.emit(.output(Data(bytes), stream: stderr ? .stderr : .stdout)) }
     }
 
@@ -458,11 +481,49 @@ final class GatewayChannel: @unchecked Sendable {
             try session.startRecording(width: pty?.columns ?? 80, height: pty?.rows ?? 24, term: pty?.term, sessionQueue: queue,
                                        onFailure: { [weak self] message in self?.recordingFailed(message) },
                                        onDrain: { [weak connection] in connection?.pump() })
-            return true
         } catch {
             recordingFailed("\(error)")
-            return !isDone
+            if isDone { return false }
         }
+        startExtractor(target: target, session: session)
+        return true
+    }
+
+    private func policy(for target: Directory.Target) -> CommandPolicy {
+        CommandPolicy(rules: connection.context.config.commandRules, user: login.user,
+                      asset: target.asset.name, account: target.account.name)
+    }
+
+    private func startExtractor(target: Directory.Target, session: AuditSession) {
+        var options = CommandExtractor.Options()
+        options.outputLines = connection.context.config.commandOutputLines
+        let sessionID = session.id, started = session.record.started
+        let extractor = CommandExtractor(
+            columns: pty?.columns ?? 80, rows: pty?.rows ?? 24, policy: policy(for: target), options: options,
+            hooks: .init(
+                started: { [weak self] command, verdict in
+                    self?.recorder?.marker(command) ?? Date().timeIntervalSince(started)
+                },
+                finished: { [weak session] extracted in
+                    session?.command(CommandRecord(sessionID: sessionID, time: extracted.time, offset: extracted.offset,
+                                                   command: extracted.command, output: extracted.output,
+                                                   risk: extracted.verdict.risk, rule: extracted.verdict.rule))
+                }))
+        if case let .exec(command) = program {
+            extractor.exec(command, verdict: policy(for: target).judge(command))
+        }
+        self.extractor = extractor
+    }
+
+    /// An exec whose command a `deny` rule forbids never reaches the asset.
+    private func refuseExec(_ command: String, verdict: CommandPolicy.Verdict, target: Directory.Target) {
+        var record = baseRecord(asset: target.asset.name, account: target.account.name)
+        let reason = "command blocked by rule \(verdict.rule ?? "?")"
+        record.reason = reason
+        connection.context.audit.recordFailed(record, activities: connectionActivities() + [Activity(.upstreamFailed, reason)],
+                                              commands: [CommandRecord(sessionID: record.id, time: Date(), offset: 0, command: command,
+                                                                       output: "", risk: .denied, rule: verdict.rule)])
+        fail("\(reason): \(CommandExtractor.printable(command))", activity: .upstreamFailed)
     }
 
     private func recordingFailed(_ message: String) {
@@ -478,6 +539,8 @@ final class GatewayChannel: @unchecked Sendable {
     }
 
     private func endAudit(_ state: SessionState, by actor: String? = nil, reason: String) {
+        extractor?.finish()
+        extractor = nil
         guard let audit else { return }
         self.audit = nil
         if let handle { connection.context.registry.remove(handle.summary.id) }

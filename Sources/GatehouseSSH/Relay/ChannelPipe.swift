@@ -27,7 +27,11 @@ struct ChannelPipe {
 
     /// Moves as much as the destination's window takes. `delivered` sees every byte handed to
     /// the destination, in order, exactly once.
+    ///
+    /// `transform`, when given, sees each batch taken from the source and returns what is to be
+    /// sent in its place (the command rules hold back a forbidden Enter this way).
     mutating func move(from source: OpaquePointer, to destination: OpaquePointer,
+                       transform: (([UInt8]) -> [UInt8])? = nil,
                        delivered: (UnsafeRawBufferPointer) -> Void) -> Step {
         var total = 0
         while true {
@@ -64,6 +68,10 @@ struct ChannelPipe {
             offset = 0
             if got == SSH_EOF || got == SSH_ERROR { return total > 0 ? .moved(total) : .eof }
             if got <= 0 { break }
+            if let transform {
+                pending = transform(pending)
+                if pending.isEmpty { total += Int(got) }
+            }
         }
         return total > 0 ? .moved(total) : .idle
     }
