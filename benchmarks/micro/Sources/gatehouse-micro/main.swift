@@ -95,6 +95,22 @@ for (name, input) in [("terminal text", data), ("random bytes", binary), ("zero 
     results.append(("encode only, \(name)", (0..<runs).map { _ in mb / encodeOnly(input) }))
     results.append(("record to disk, \(name)", (0..<runs).map { run in mb / recordToDisk(input, run: run) }))
 }
+func extract(_ input: [UInt8]) -> Double {
+    let extractor = CommandExtractor(columns: 120, rows: 40, policy: CommandPolicy(rules: [], user: "u", asset: "a", account: "x"),
+                                     hooks: .init(started: { _, _ in 0 }, finished: { _ in }))
+    let start = DispatchTime.now()
+    input.withUnsafeBytes { raw in
+        var offset = 0
+        while offset < raw.count {
+            let n = min(16384, raw.count - offset)
+            extractor.output(UnsafeRawBufferPointer(rebasing: raw[offset..<(offset + n)]))
+            offset += n
+        }
+    }
+    return Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+}
+results.append(("command extractor, terminal text", (0..<runs).map { _ in mb / extract(data) }))
+
 let (gzSeconds, gzRatio) = gzipFile(data)
 for (name, speeds) in results {
     print(String(format: "%-34@ median %7.0f MB/s  (min %.0f, max %.0f, %d runs of %d MiB)",
