@@ -60,7 +60,17 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
             self.close(reason: "login grace time exceeded")
         }
         queue.async { self.pump() }
+        // A safety net, not the mechanism: events drive the relay. Once a second a quiet
+        // connection is pumped anyway, so a wake-up lost in libssh's internals (a packet it
+        // queued during a key re-exchange, say) costs a second, never a stalled session.
+        let tick = DispatchSource.makeTimerSource(queue: queue)
+        tick.schedule(deadline: .now() + 1, repeating: 1, leeway: .milliseconds(250))
+        tick.setEventHandler { [weak self] in self?.pump() }
+        tick.activate()
+        self.tick = tick
     }
+
+    private var tick: DispatchSourceTimer?
 
     deinit {
         serverCallbacks.deinitialize(count: 1)
@@ -141,6 +151,8 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
         guard phase != .closed else { return }
         let wasAuthenticated = phase == .authenticated
         phase = .closed
+        tick?.cancel()
+        tick = nil
         for channel in channels {
             channel.teardown()
             channel.release()

@@ -185,13 +185,21 @@ final class GatewayChannel: @unchecked Sendable {
             if clientClosed { phase = .finished; return true }
             return false
         case .relaying(var relay):
-            relay.leg.poll()
-            // Flush before moving: a flush may read packets too, and whatever it reads must be
-            // moved in this same round, or it would wait for an event that has already passed.
-            relay.legOutputPending = ssh_blocking_flush(relay.leg.session, 0) == SSH_AGAIN
-            let moved = relayOnce(&relay)
-            if case .relaying = phase { phase = .relaying(relay) }
-            return moved
+            // Moving data makes libssh write (window adjusts, key re-exchange replies) and
+            // flushing makes it read; keep going until a flush leaves nothing unsent and
+            // nothing readable that could move, so no byte waits for an event that has passed.
+            var movedAny = false
+            for _ in 0..<64 {
+                relay.leg.poll()
+                let moved = relayOnce(&relay)
+                guard case .relaying = phase else { return true }
+                relay.legOutputPending = ssh_blocking_flush(relay.leg.session, 0) == SSH_AGAIN
+                movedAny = movedAny || moved
+                if moved || (!relay.legOutputPending && canMove(relay)) { continue }
+                break
+            }
+            phase = .relaying(relay)
+            return movedAny
         case .finished:
             return false
         }
@@ -280,6 +288,15 @@ final class GatewayChannel: @unchecked Sendable {
             leg.watcher = SocketWatcher(owning: dup(leg.fd), queue: connection.queue) { [weak connection] in connection?.pump() }
             connection.pump()
         }
+    }
+
+    /// Whether libssh holds bytes that a pipe could pass on now.
+    private func canMove(_ relay: Relay) -> Bool {
+        let up = relay.leg.channel
+        if relay.output.held == 0, !relay.stdoutEOF, ssh_channel_window_size(channel) > 0, ssh_channel_poll(up, 0) > 0 { return true }
+        if relay.errors.held == 0, !relay.stderrEOF, ssh_channel_window_size(channel) > 0, ssh_channel_poll(up, 1) > 0 { return true }
+        if relay.input.held == 0, !relay.stdinEOFSent, ssh_channel_window_size(up) > 0, ssh_channel_poll(channel, 0) > 0 { return true }
+        return false
     }
 
     /// One round of relaying both ways; true when bytes moved or the state changed.
