@@ -42,7 +42,21 @@ public protocol SessionEventSink: AnyObject, Sendable {
 
 public struct SessionID: Hashable, Sendable, CustomStringConvertible {
     public let uuid: UUID
-    public init(_ uuid: UUID = UUID()) { self.uuid = uuid }
+    public init(_ uuid: UUID = SessionID.randomUUID()) { self.uuid = uuid }
+
+    /// A version 4 UUID from the system's random generator (getrandom(2)). Foundation's
+    /// `UUID()` reads a file on Linux and, with every descriptor in use, silently returns all
+    /// zeros: two sessions would share an id.
+    public static func randomUUID() -> UUID {
+        var rng = SystemRandomNumberGenerator()
+        var bytes = (rng.next() as UInt64, rng.next() as UInt64)
+        return withUnsafeMutableBytes(of: &bytes) { raw in
+            raw[6] = (raw[6] & 0x0F) | 0x40 // version 4
+            raw[8] = (raw[8] & 0x3F) | 0x80 // RFC 4122 variant
+            return UUID(uuid: (raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
+                               raw[8], raw[9], raw[10], raw[11], raw[12], raw[13], raw[14], raw[15]))
+        }
+    }
     /// Short serial shown to people: the first 8 hex digits.
     public var short: String { String(uuid.uuidString.lowercased().prefix(8)) }
     public var description: String { uuid.uuidString.lowercased() }

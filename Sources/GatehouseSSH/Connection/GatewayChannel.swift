@@ -285,7 +285,16 @@ final class GatewayChannel: @unchecked Sendable {
             if let pty { ssh_channel_change_pty_size(leg.channel, Int32(pty.columns), Int32(pty.rows)) }
             let connection = self.connection
             leg.attachEvent()
-            leg.watcher = SocketWatcher(owning: dup(leg.fd), queue: connection.queue) { [weak connection] in connection?.pump() }
+            let watched = dup(leg.fd)
+            guard watched >= 0 else {
+                // Out of descriptors: refuse this session cleanly, keep serving the others.
+                let reason = "the gateway is out of file descriptors (\(String(cString: strerror(errno))))"
+                connection.logger.error("cannot watch asset connection", metadata: ["error": "\(reason)"])
+                abort(message: reason, by: "gatehouse")
+                connection.pump()
+                return
+            }
+            leg.watcher = SocketWatcher(owning: watched, queue: connection.queue) { [weak connection] in connection?.pump() }
             connection.pump()
         }
     }
@@ -466,7 +475,7 @@ final class GatewayChannel: @unchecked Sendable {
     // MARK: Audit
 
     private func baseRecord(asset: String, account: String) -> SessionRecord {
-        SessionRecord(id: UUID().uuidString.lowercased(), user: login.user, asset: asset, account: account,
+        SessionRecord(id: SessionID.randomUUID().uuidString.lowercased(), user: login.user, asset: asset, account: account,
                       protocolName: "ssh", remoteAddress: connection.peer, clientSoftware: connection.clientSoftware,
                       program: program?.label ?? "shell", started: Date(), state: .online)
     }
@@ -585,7 +594,7 @@ final class ChannelSessionHandle: ManagedSession, @unchecked Sendable {
     init(channel: GatewayChannel, record: SessionRecord) {
         self.channel = channel
         self.queue = channel.connection.queue
-        summary = SessionSummary(id: SessionID(UUID(uuidString: record.id) ?? UUID()), user: record.user, asset: record.asset,
+        summary = SessionSummary(id: SessionID(UUID(uuidString: record.id) ?? SessionID.randomUUID()), user: record.user, asset: record.asset,
                                  account: record.account, remoteAddress: record.remoteAddress, protocolName: "ssh",
                                  started: record.started)
     }
