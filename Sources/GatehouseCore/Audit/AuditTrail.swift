@@ -204,6 +204,8 @@ public final class AuditSession: @unchecked Sendable {
                 r.recording = String(path.dropFirst(recordingsDirectory.count + 1))
             case .failure(let error):
                 trail.logger.error("recording incomplete", metadata: ["session": "\(r.shortID)", "error": "\(error)"])
+                let id = r.id
+                trail.write("recording gap") { try $0.addActivity(sessionID: id, Activity(.recordingGap, "recording incomplete: \(error)")) }
             }
             let done = r
             trail.write("session end") { try $0.update(done) }

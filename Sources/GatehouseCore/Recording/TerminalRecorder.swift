@@ -136,6 +136,16 @@ public final class TerminalRecorder: @unchecked Sendable {
         }
     }
 
+    /// Hands over what is pending and waits for the writer to take it; returns the write error,
+    /// if any. Called when a session ends normally, so that a disk that failed in the last
+    /// moments is noticed before the user is told all went well.
+    public func drain() -> String? {
+        guard !closed else { return lock.withLock { failure } }
+        submit()
+        writer.sync {}
+        return lock.withLock { failure }
+    }
+
     /// Writes what is left, fsyncs and closes, leaving the plain `.cast` (benchmarks; tools).
     public func closeWithoutCompressing(_ completion: @escaping @Sendable () -> Void) {
         guard !closed else { return }

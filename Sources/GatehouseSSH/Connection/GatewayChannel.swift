@@ -398,6 +398,22 @@ final class GatewayChannel: @unchecked Sendable {
             return
         }
         if lost { writeStderr("gatehouse: connection to asset \"\(relay.target.asset.name)\" was lost\n") }
+        // The recording must be whole before the user hears that all went well.
+        if let recorder, !recordingFailureHandled, let failure = recorder.drain() {
+            recordingFailureHandled = true
+            let message = "cannot write recording \(recorder.path): \(failure)"
+            connection.logger.error("recording failed", metadata: ["session": "\(audit?.record.shortID ?? "-")", "error": "\(message)"])
+            switch connection.context.audit.policy.onFailure {
+            case .terminate:
+                let text = "this session cannot be recorded (\(message)), so it has been ended"
+                writeStderr("\ngatehouse: \(text)\n")
+                endAudit(.terminated, by: "gatehouse", reason: text)
+                if relay.returnToMenu { showMenu(note: nil) } else { finishClient(status: 255) }
+                return
+            case .continue:
+                audit?.activity(Activity(.recordingGap, "recording stopped: \(message)"))
+            }
+        }
         endAudit(.finished, reason: lost ? "the connection to the asset was lost" : exit.map { "the session ended (\($0.text))" } ?? "the session ended")
         if relay.returnToMenu {
             write(Array("\r\nConnection to \(relay.target.asset.name) closed.\r\n".utf8))
@@ -552,7 +568,11 @@ final class GatewayChannel: @unchecked Sendable {
         fail("\(reason): \(CommandExtractor.printable(command))", activity: .upstreamFailed)
     }
 
+    private var recordingFailureHandled = false
+
     private func recordingFailed(_ message: String) {
+        guard !recordingFailureHandled, audit != nil else { return }
+        recordingFailureHandled = true
         connection.logger.error("recording failed", metadata: ["session": "\(audit?.record.shortID ?? "-")", "error": "\(message)"])
         switch connection.context.audit.policy.onFailure {
         case .terminate:
