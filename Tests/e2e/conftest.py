@@ -719,16 +719,20 @@ def plain_shell_account(keys) -> str:
     if os.geteuid() != 0:
         return OS_USER
     name = "gh-e2e-sh"
-    if subprocess.run(["id", name], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--system", "--create-home", "--home-dir", f"/var/lib/{name}",
-                        "--shell", "/bin/sh", name], check=True, capture_output=True, timeout=30)
-    # No password, but not "locked" either: sshd without PAM refuses locked accounts outright.
-    subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True, timeout=30)
-    ssh_dir = Path(f"/var/lib/{name}/.ssh")
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    (ssh_dir / "authorized_keys").write_text(keys.pub(keys.account) + "\n")
-    shutil.chown(ssh_dir, name, name)
-    shutil.chown(ssh_dir / "authorized_keys", name, name)
+    try:
+        if subprocess.run(["id", name], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--system", "--create-home", "--home-dir", f"/var/lib/{name}",
+                            "--shell", "/bin/sh", name], check=True, capture_output=True, timeout=30)
+        # No password, but not "locked" either: sshd without PAM refuses locked accounts outright.
+        subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True, timeout=30)
+        ssh_dir = Path(f"/var/lib/{name}/.ssh")
+        ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(keys.pub(keys.account) + "\n")
+        shutil.chown(ssh_dir, name, name)
+        shutil.chown(ssh_dir / "authorized_keys", name, name)
+    except (OSError, subprocess.SubprocessError) as e:
+        print(f"plain_shell_account: cannot set up {name} ({e}); using {OS_USER}")
+        return OS_USER
     return name
 
 
