@@ -143,16 +143,22 @@ class ClientSession(asyncssh.SSHClientSession):
         self.first = asyncio.get_running_loop().create_future()
         self.bytes = 0
         self.abandoned = False  # setup failed and we dropped it: not an unexpected close
+        self.head = b""  # the first bytes received (any stream), quoted when setup fails
 
     def data_received(self, data, datatype):
         self.bytes += len(data)
         self.swarm.bytes += len(data)
+        if len(self.head) < 300:
+            self.head += data[:300 - len(self.head)]
         if not self.first.done():
-            self.first.set_result(True)
+            want = self.swarm.args.ready
+            if want is None or (datatype is None and want.encode() in self.head):
+                self.first.set_result(True)
 
     def connection_lost(self, exc):
         if not self.first.done():
-            self.first.set_exception(exc or ConnectionError("session closed before any output"))
+            said = f"; it said {self.head.decode(errors='replace').strip()[:160]!r}" if self.head else ""
+            self.first.set_exception(exc or ConnectionError(f"session closed before it was ready{said}"))
             self.first.exception()  # retrieved: no "never retrieved" noise
         if not self.swarm.closing and not self.abandoned:
             self.swarm.unexpected_closed += 1
@@ -189,12 +195,15 @@ class Swarm:
             chan, sess = await asyncio.wait_for(
                 conn.create_session(factory, self.args.command, term_type="xterm",
                                     term_size=(80, 24), encoding=None), self.args.timeout)
-            stage = "first output from the asset"
+            stage = "the asset's first output" if self.args.ready is None else f"the asset's {self.args.ready!r}"
             await asyncio.wait_for(asyncio.shield(sess.first), self.args.timeout)
             self.sessions.append((conn, chan, sess))
             conn = None
         except asyncio.TimeoutError:
-            raise StageError(f"Timeout: no {stage} within {self.args.timeout:.0f} s") from None
+            said = ""
+            if made and made[-1].head:
+                said = f"; received so far {made[-1].head.decode(errors='replace').strip()[:160]!r}"
+            raise StageError(f"Timeout: no {stage} within {self.args.timeout:.0f} s{said}") from None
         except Exception as e:
             raise StageError(f"{type(e).__name__} during {stage}: {e}") from e
         finally:
@@ -308,6 +317,8 @@ def main() -> None:
     c.add_argument("--login", required=True)
     c.add_argument("--key", required=True)
     c.add_argument("--command", default=None, help="run this instead of a shell (still with a PTY)")
+    c.add_argument("--ready", default=None, help="a session counts as open once its stdout contains this text "
+                                                 "(default: any output)")
     c.add_argument("--concurrency", type=int, default=32, help="handshakes in flight at once")
     c.add_argument("--timeout", type=float, default=30.0, help="per-session setup timeout, seconds")
     c.add_argument("--max-errors", type=int, default=20, help="stop opening after this many failures")
