@@ -41,15 +41,17 @@ final class GatewayChannel: @unchecked Sendable {
     var environment: [(String, String)] = []
     var program: ChannelProgram?
     var notices: [String] = []
-    private(set) var phase: Phase = .awaitingProgram
+    var phase: Phase = .awaitingProgram
     /// The audit record of the asset session being relayed, if any.
-    private var audit: AuditSession?
-    private var handle: ChannelSessionHandle?
-    private var recorder: TerminalRecorder? { audit?.recorder }
+    var audit: AuditSession?
+    var handle: ChannelSessionHandle?
+    var recorder: TerminalRecorder? { audit?.recorder }
     /// Reads commands off the screen (shell) or takes the exec string; nil for subsystems.
-    private var extractor: CommandExtractor?
+    var extractor: CommandExtractor?
     /// A rule stopped a command: the line to show the user after this round.
     private var blockedNotice: String?
+    /// A recording failure has been dealt with (policy applied once).
+    var recordingFailureHandled = false
     private var callbacks: UnsafeMutablePointer<ssh_channel_callbacks_struct>
 
     init(connection: ClientConnection, channel: OpaquePointer, login: LoginName) {
@@ -84,7 +86,7 @@ final class GatewayChannel: @unchecked Sendable {
         return false
     }
 
-    private var clientClosed: Bool { ssh_channel_is_closed(channel) != 0 }
+    var clientClosed: Bool { ssh_channel_is_closed(channel) != 0 }
 
     // MARK: Requests from the client
 
@@ -233,7 +235,7 @@ final class GatewayChannel: @unchecked Sendable {
         showMenu(note: nil)
     }
 
-    private func showMenu(note: String?) {
+    func showMenu(note: String?) {
         let targets = connection.context.directory.targets(for: login.user)
         let menu = AssetMenu(user: login.user, targets: targets, echo: pty != nil)
         write(Array(menu.screen(note: note).utf8))
@@ -440,7 +442,7 @@ final class GatewayChannel: @unchecked Sendable {
     }
 
     /// A line for the user's terminal. On a PTY the terminal is raw, so newlines need CR.
-    private func writeStderr(_ text: String) {
+    func writeStderr(_ text: String) {
         guard !clientClosed else { return }
         var t = text
         if pty != nil { t = t.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\n", with: "\r\n") }
@@ -452,14 +454,14 @@ final class GatewayChannel: @unchecked Sendable {
         if !connection.context.sinks.isEmpty { connection.emit(.output(Data(bytes), stream: .stderr)) }
     }
 
-    private func fail(_ message: String, activity: Activity.Kind) {
+    func fail(_ message: String, activity: Activity.Kind) {
         connection.logger.warning("session refused", metadata: ["user": "\(login.user)", "from": "\(connection.peer)", "reason": "\(message)"])
         connection.emit(.activity(Activity(activity, message)))
         writeStderr("gatehouse: \(message)\n")
         finishClient(status: 1)
     }
 
-    private func finishClient(status: Int32) {
+    func finishClient(status: Int32) {
         if !clientClosed { ssh_channel_request_send_exit_status(channel, status) }
         closeClient()
     }
@@ -486,113 +488,6 @@ final class GatewayChannel: @unchecked Sendable {
         if case let .relaying(relay) = phase { relay.leg.shutdown() }
         endAudit(.finished, reason: "the user disconnected")
         phase = .finished
-    }
-
-    // MARK: Audit
-
-    private func baseRecord(asset: String, account: String) -> SessionRecord {
-        SessionRecord(id: SessionID.randomUUID().uuidString.lowercased(), user: login.user, asset: asset, account: account,
-                      protocolName: "ssh", remoteAddress: connection.peer, clientSoftware: connection.clientSoftware,
-                      program: program?.label ?? "shell", started: Date(), state: .online)
-    }
-
-    private func connectionActivities() -> [Activity] {
-        [Activity(.connected, "from \(connection.peer) with \(connection.clientSoftware)", time: connection.started),
-         Activity(.authenticated, "\(login.user) by \(connection.authMethod)", time: connection.started)]
-    }
-
-    private func recordFailed(asset: String, account: String, reason: String) {
-        connection.context.audit.recordFailed(
-            { var r = baseRecord(asset: asset, account: account); r.reason = reason; return r }(),
-            activities: connectionActivities() + [Activity(.upstreamFailed, reason)])
-    }
-
-    /// Opens the audit record and, for terminals, the recording. False when the session may
-    /// not go on because it cannot be recorded.
-    private func beginAudit(target: Directory.Target, leg: UpstreamLeg) -> Bool {
-        let trail = connection.context.audit
-        let session = trail.begin(baseRecord(asset: target.asset.name, account: target.account.name),
-                                  activities: connectionActivities() + [Activity(.upstreamConnected, "\(target.label) (\(leg.fingerprint))")])
-        audit = session
-        let handle = ChannelSessionHandle(channel: self, record: session.record)
-        self.handle = handle
-        connection.context.registry.add(handle)
-        if case .subsystem = program ?? .shell { return true }
-        let queue = connection.queue
-        do {
-            try session.startRecording(width: pty?.columns ?? 80, height: pty?.rows ?? 24, term: pty?.term, sessionQueue: queue,
-                                       onFailure: { [weak self] message in self?.recordingFailed(message) },
-                                       onDrain: { [weak connection] in connection?.pump() })
-        } catch {
-            recordingFailed("\(error)")
-            if isDone { return false }
-        }
-        startExtractor(target: target, session: session)
-        return true
-    }
-
-    private func policy(for target: Directory.Target) -> CommandPolicy {
-        CommandPolicy(rules: connection.context.config.commandRules, user: login.user,
-                      asset: target.asset.name, account: target.account.name)
-    }
-
-    private func startExtractor(target: Directory.Target, session: AuditSession) {
-        var options = CommandExtractor.Options()
-        options.outputLines = connection.context.config.commandOutputLines
-        let sessionID = session.id, started = session.record.started
-        let extractor = CommandExtractor(
-            columns: pty?.columns ?? 80, rows: pty?.rows ?? 24, policy: policy(for: target), options: options,
-            hooks: .init(
-                started: { [weak self] command, verdict in
-                    self?.recorder?.marker(command) ?? Date().timeIntervalSince(started)
-                },
-                finished: { [weak session] extracted in
-                    session?.command(CommandRecord(sessionID: sessionID, time: extracted.time, offset: extracted.offset,
-                                                   command: extracted.command, output: extracted.output,
-                                                   risk: extracted.verdict.risk, rule: extracted.verdict.rule))
-                }))
-        if case let .exec(command) = program {
-            extractor.exec(command, verdict: policy(for: target).judge(command))
-        }
-        self.extractor = extractor
-    }
-
-    /// An exec whose command a `deny` rule forbids never reaches the asset.
-    private func refuseExec(_ command: String, verdict: CommandPolicy.Verdict, target: Directory.Target) {
-        var record = baseRecord(asset: target.asset.name, account: target.account.name)
-        let reason = "command blocked by rule \(verdict.rule ?? "?")"
-        record.reason = reason
-        connection.context.audit.recordFailed(record, activities: connectionActivities() + [Activity(.upstreamFailed, reason)],
-                                              commands: [CommandRecord(sessionID: record.id, time: Date(), offset: 0, command: command,
-                                                                       output: "", risk: .denied, rule: verdict.rule)])
-        fail("\(reason): \(CommandExtractor.printable(command))", activity: .upstreamFailed)
-    }
-
-    private var recordingFailureHandled = false
-
-    private func recordingFailed(_ message: String) {
-        guard !recordingFailureHandled, audit != nil else { return }
-        recordingFailureHandled = true
-        connection.logger.error("recording failed", metadata: ["session": "\(audit?.record.shortID ?? "-")", "error": "\(message)"])
-        switch connection.context.audit.policy.onFailure {
-        case .terminate:
-            abort(message: "this session cannot be recorded (\(message)), so it has been ended", by: "gatehouse")
-            connection.pump()
-        case .continue:
-            audit?.activity(Activity(.recordingGap, "recording stopped: \(message)"))
-            audit?.recorder = nil
-        }
-    }
-
-    private func endAudit(_ state: SessionState, by actor: String? = nil, reason: String) {
-        extractor?.finish()
-        extractor = nil
-        guard let audit else { return }
-        self.audit = nil
-        if let handle { connection.context.registry.remove(handle.summary.id) }
-        handle = nil
-        audit.end(state: state, terminatedBy: actor, reason: reason,
-                  bytesIn: connection.bytesFromClient, bytesOut: connection.bytesToClient)
     }
 }
 

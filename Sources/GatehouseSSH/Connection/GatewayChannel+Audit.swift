@@ -1,0 +1,109 @@
+import CLibSSH
+import Foundation
+import GatehouseCore
+
+/// The audit side of a channel: its session record, recording, command extractor and rules.
+extension GatewayChannel {
+    func baseRecord(asset: String, account: String) -> SessionRecord {
+        SessionRecord(id: SessionID.randomUUID().uuidString.lowercased(), user: login.user, asset: asset, account: account,
+                      protocolName: "ssh", remoteAddress: connection.peer, clientSoftware: connection.clientSoftware,
+                      program: program?.label ?? "shell", started: Date(), state: .online)
+    }
+
+    func connectionActivities() -> [Activity] {
+        [Activity(.connected, "from \(connection.peer) with \(connection.clientSoftware)", time: connection.started),
+         Activity(.authenticated, "\(login.user) by \(connection.authMethod)", time: connection.started)]
+    }
+
+    func recordFailed(asset: String, account: String, reason: String) {
+        connection.context.audit.recordFailed(
+            { var r = baseRecord(asset: asset, account: account); r.reason = reason; return r }(),
+            activities: connectionActivities() + [Activity(.upstreamFailed, reason)])
+    }
+
+    /// Opens the audit record and, for terminals, the recording. False when the session may
+    /// not go on because it cannot be recorded.
+    func beginAudit(target: Directory.Target, leg: UpstreamLeg) -> Bool {
+        let trail = connection.context.audit
+        let session = trail.begin(baseRecord(asset: target.asset.name, account: target.account.name),
+                                  activities: connectionActivities() + [Activity(.upstreamConnected, "\(target.label) (\(leg.fingerprint))")])
+        audit = session
+        let handle = ChannelSessionHandle(channel: self, record: session.record)
+        self.handle = handle
+        connection.context.registry.add(handle)
+        if case .subsystem = program ?? .shell { return true }
+        let queue = connection.queue
+        do {
+            try session.startRecording(width: pty?.columns ?? 80, height: pty?.rows ?? 24, term: pty?.term, sessionQueue: queue,
+                                       onFailure: { [weak self] message in self?.recordingFailed(message) },
+                                       onDrain: { [weak connection] in connection?.pump() })
+        } catch {
+            recordingFailed("\(error)")
+            if isDone { return false }
+        }
+        startExtractor(target: target, session: session)
+        return true
+    }
+
+    func policy(for target: Directory.Target) -> CommandPolicy {
+        CommandPolicy(rules: connection.context.config.commandRules, user: login.user,
+                      asset: target.asset.name, account: target.account.name)
+    }
+
+    func startExtractor(target: Directory.Target, session: AuditSession) {
+        var options = CommandExtractor.Options()
+        options.outputLines = connection.context.config.commandOutputLines
+        let sessionID = session.id, started = session.record.started
+        let extractor = CommandExtractor(
+            columns: pty?.columns ?? 80, rows: pty?.rows ?? 24, policy: policy(for: target), options: options,
+            hooks: .init(
+                started: { [weak self] command, verdict in
+                    self?.recorder?.marker(command) ?? Date().timeIntervalSince(started)
+                },
+                finished: { [weak session] extracted in
+                    session?.command(CommandRecord(sessionID: sessionID, time: extracted.time, offset: extracted.offset,
+                                                   command: extracted.command, output: extracted.output,
+                                                   risk: extracted.verdict.risk, rule: extracted.verdict.rule))
+                }))
+        if case let .exec(command) = program {
+            extractor.exec(command, verdict: policy(for: target).judge(command))
+        }
+        self.extractor = extractor
+    }
+
+    /// An exec whose command a `deny` rule forbids never reaches the asset.
+    func refuseExec(_ command: String, verdict: CommandPolicy.Verdict, target: Directory.Target) {
+        var record = baseRecord(asset: target.asset.name, account: target.account.name)
+        let reason = "command blocked by rule \(verdict.rule ?? "?")"
+        record.reason = reason
+        connection.context.audit.recordFailed(record, activities: connectionActivities() + [Activity(.upstreamFailed, reason)],
+                                              commands: [CommandRecord(sessionID: record.id, time: Date(), offset: 0, command: command,
+                                                                       output: "", risk: .denied, rule: verdict.rule)])
+        fail("\(reason): \(CommandExtractor.printable(command))", activity: .upstreamFailed)
+    }
+
+    func recordingFailed(_ message: String) {
+        guard !recordingFailureHandled, audit != nil else { return }
+        recordingFailureHandled = true
+        connection.logger.error("recording failed", metadata: ["session": "\(audit?.record.shortID ?? "-")", "error": "\(message)"])
+        switch connection.context.audit.policy.onFailure {
+        case .terminate:
+            abort(message: "this session cannot be recorded (\(message)), so it has been ended", by: "gatehouse")
+            connection.pump()
+        case .continue:
+            audit?.activity(Activity(.recordingGap, "recording stopped: \(message)"))
+            audit?.recorder = nil
+        }
+    }
+
+    func endAudit(_ state: SessionState, by actor: String? = nil, reason: String) {
+        extractor?.finish()
+        extractor = nil
+        guard let audit else { return }
+        self.audit = nil
+        if let handle { connection.context.registry.remove(handle.summary.id) }
+        handle = nil
+        audit.end(state: state, terminatedBy: actor, reason: reason,
+                  bytesIn: connection.bytesFromClient, bytesOut: connection.bytesToClient)
+    }
+}
