@@ -156,11 +156,14 @@ class ClientSession(asyncssh.SSHClientSession):
                 self.first.set_result(True)
 
     def connection_lost(self, exc):
+        # only a session that had become ready (and was handed to the swarm) can close "unexpectedly";
+        # one that dies during setup is reported by open_one as a failure to open
+        was_ready = self.first.done() and not self.first.cancelled() and self.first.exception() is None
         if not self.first.done():
             said = f"; it said {self.head.decode(errors='replace').strip()[:160]!r}" if self.head else ""
             self.first.set_exception(exc or ConnectionError(f"session closed before it was ready{said}"))
             self.first.exception()  # retrieved: no "never retrieved" noise
-        if not self.swarm.closing and not self.abandoned:
+        if was_ready and not self.swarm.closing and not self.abandoned:
             self.swarm.unexpected_closed += 1
             if exc is not None:
                 self.swarm.late_errors[f"{type(exc).__name__}: {exc}"[:200]] += 1
@@ -195,7 +198,7 @@ class Swarm:
             chan, sess = await asyncio.wait_for(
                 conn.create_session(factory, self.args.command, term_type="xterm",
                                     term_size=(80, 24), encoding=None), self.args.timeout)
-            stage = "the asset's first output" if self.args.ready is None else f"the asset's {self.args.ready!r}"
+            stage = "waiting for the asset's first output" if self.args.ready is None else f"waiting for the asset's {self.args.ready!r}"
             await asyncio.wait_for(asyncio.shield(sess.first), self.args.timeout)
             self.sessions.append((conn, chan, sess))
             conn = None
@@ -203,9 +206,9 @@ class Swarm:
             said = ""
             if made and made[-1].head:
                 said = f"; received so far {made[-1].head.decode(errors='replace').strip()[:160]!r}"
-            raise StageError(f"Timeout: no {stage} within {self.args.timeout:.0f} s{said}") from None
+            raise StageError(f"Timeout after {self.args.timeout:.0f} s in {stage}{said}") from None
         except Exception as e:
-            raise StageError(f"{type(e).__name__} during {stage}: {e}") from e
+            raise StageError(f"{type(e).__name__} in {stage}: {e}") from e
         finally:
             if conn is not None:
                 for sess in made:
