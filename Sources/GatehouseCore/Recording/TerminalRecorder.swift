@@ -146,14 +146,21 @@ public final class TerminalRecorder: @unchecked Sendable {
         return lock.withLock { failure }
     }
 
-    /// Writes what is left, fsyncs and closes, leaving the plain `.cast` (benchmarks; tools).
-    public func closeWithoutCompressing(_ completion: @escaping @Sendable () -> Void) {
-        guard !closed else { return }
+    /// Ends the event stream: held bytes written out, the last batch handed to the writer, the
+    /// flush timer stopped. False when it had already ended.
+    private func stopRecording() -> Bool {
+        guard !closed else { return false }
         encoder.finish(at: now, to: &pending)
         submit()
         closed = true
         timer?.cancel()
         timer = nil
+        return true
+    }
+
+    /// Writes what is left, fsyncs and closes, leaving the plain `.cast` (benchmarks; tools).
+    public func closeWithoutCompressing(_ completion: @escaping @Sendable () -> Void) {
+        guard stopRecording() else { return }
         writer.async { [self] in
             _ = fsync(fd)
             Foundation.close(fd)
@@ -164,12 +171,7 @@ public final class TerminalRecorder: @unchecked Sendable {
     /// Writes what is left, fsyncs, closes and compresses to `.cast.gz`. `completion` runs on
     /// the writer with the final path, or an error (then the plain `.cast` is kept).
     public func close(completion: @escaping @Sendable (Result<String, Error>) -> Void) {
-        guard !closed else { return }
-        encoder.finish(at: now, to: &pending)
-        submit()
-        closed = true
-        timer?.cancel()
-        timer = nil
+        guard stopRecording() else { return }
         writer.async { [self] in
             let failed = lock.withLock { failure }
             let synced = fsync(fd) == 0
