@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import GatehouseCore
 import GatehouseSSH
+import GatehouseWeb
 import Logging
 
 struct ConfigOption: ParsableArguments {
@@ -55,6 +56,7 @@ struct Serve: ParsableCommand {
             } catch { logger.error("retention sweep failed: \(error)") }
         }
         retention.activate()
+        let metrics = GatehouseMetrics.bootstrap()
         let context = GatewayContext(config: config, registry: registry, audit: audit, logger: logger)
         let gateway = SSHGateway(context: context)
         do {
@@ -65,6 +67,19 @@ struct Serve: ParsableCommand {
         }
         logger.info("listening on ssh \(gateway.boundAddress.map(\.description) ?? "?")",
                     metadata: ["users": "\(config.users.count)", "assets": "\(config.assets.count)", "data_dir": "\(config.dataDir)"])
+
+        if let web = config.listen.web {
+            let server = WebServer(address: web, config: config, registry: registry, audit: audit, metrics: metrics,
+                                   logger: Logger(label: "gatehouse.web"))
+            Task {
+                do {
+                    try await server.run { address in logger.info("listening on web \(address)") }
+                } catch {
+                    logger.critical("cannot serve the web API on \(web): \(error)")
+                    Foundation.exit(1)
+                }
+            }
+        }
 
         signal(SIGPIPE, SIG_IGN)
         var signalSources: [DispatchSourceSignal] = []

@@ -18,6 +18,8 @@ public struct GatehouseConfig: Sendable {
 
     public struct Listen: Sendable {
         public var ssh: HostPort
+        /// The HTTP API and live streams; nil when `listen.web` is "off".
+        public var web: HostPort?
     }
 
     public struct User: Sendable, Equatable {

@@ -161,11 +161,18 @@ private struct Reader {
         let dataDir = string(f["data_dir"], "data_dir", required: false).map(resolve) ?? resolve("var")
 
         var listenSSH = HostPort(host: "0.0.0.0", port: 2222)
+        // The API is for auditors and admins: loopback unless the config says otherwise.
+        var listenWeb: HostPort? = HostPort(host: "127.0.0.1", port: 8080)
         if let listen = f["listen"] {
             let l = fields(listen, "listen", known: ["ssh", "web", "rdp"])
             if let text = string(l["ssh"], "listen.ssh", required: false) {
                 if let hp = HostPort(parsing: text) { listenSSH = hp } else {
                     problem(l["ssh"], "listen.ssh", "expected host:port, e.g. \"0.0.0.0:2222\"")
+                }
+            }
+            if let text = string(l["web"], "listen.web", required: false) {
+                if text == "off" { listenWeb = nil } else if let hp = HostPort(parsing: text) { listenWeb = hp } else {
+                    problem(l["web"], "listen.web", "expected host:port (e.g. \"127.0.0.1:8080\") or \"off\"")
                 }
             }
         }
@@ -357,7 +364,7 @@ private struct Reader {
             if let v = int(cf["output_lines"], "commands.output_lines", range: 0...1000) { outputLines = v }
         }
 
-        var config = GatehouseConfig(configPath: configPath, dataDir: dataDir, listen: .init(ssh: listenSSH),
+        var config = GatehouseConfig(configPath: configPath, dataDir: dataDir, listen: .init(ssh: listenSSH, web: listenWeb),
                                      users: users, assets: assets, grants: grants, security: security, recording: recording)
         config.commandRules = rules
         config.commandOutputLines = outputLines

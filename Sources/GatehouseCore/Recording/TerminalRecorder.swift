@@ -29,6 +29,8 @@ public final class TerminalRecorder: @unchecked Sendable {
     private var closed = false
     private let lock = NSLock()
     private var backlog = 0
+    /// Since when some bytes have been waiting for the disk (nil: none wait).
+    private var behindSince: DispatchTime?
     private var failure: String?
     private let onFailure: @Sendable (String) -> Void
     private let onDrain: @Sendable () -> Void
@@ -75,6 +77,13 @@ public final class TerminalRecorder: @unchecked Sendable {
 
     public var hasFailed: Bool { lock.withLock { failure != nil } }
 
+    /// Bytes handed to the writer and not yet on disk, and for how long the disk has been behind.
+    public var queue: (bytes: Int, lag: Double) {
+        lock.withLock {
+            (backlog, behindSince.map { Double(DispatchTime.now().uptimeNanoseconds - $0.uptimeNanoseconds) / 1e9 } ?? 0)
+        }
+    }
+
     public func output(_ bytes: UnsafeRawBufferPointer) {
         guard !closed, bytes.count > 0 else { return }
         encoder.output(bytes, at: now, to: &pending)
@@ -106,7 +115,10 @@ public final class TerminalRecorder: @unchecked Sendable {
         let chunk = pending
         pending = []
         pending.reserveCapacity(options.chunkSize)
-        lock.withLock { backlog += chunk.count }
+        lock.withLock {
+            if backlog == 0 { behindSince = .now() }
+            backlog += chunk.count
+        }
         writer.async { [self] in
             let wasBackedUp = isBackedUp
             if lock.withLock({ failure == nil }) {
@@ -116,7 +128,10 @@ public final class TerminalRecorder: @unchecked Sendable {
                     sessionQueue.async { self.onFailure(message) }
                 }
             }
-            lock.withLock { backlog -= chunk.count }
+            lock.withLock {
+                backlog -= chunk.count
+                if backlog == 0 { behindSince = nil }
+            }
             if wasBackedUp && !isBackedUp { sessionQueue.async { self.onDrain() } }
         }
     }

@@ -21,6 +21,7 @@ public struct Activity: Sendable, Equatable {
         case upstreamConnected = "upstream_connected", upstreamFailed = "upstream_failed"
         case channelRefused = "channel_refused", disconnected, terminated
         case recordingGap = "recording_gap", recordingDeleted = "recording_deleted"
+        case shared, joined, left, watched
     }
 
     public var time: Date

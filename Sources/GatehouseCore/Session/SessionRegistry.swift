@@ -24,8 +24,17 @@ public struct SessionSummary: Sendable {
 /// A live session as the registry sees it: something that can describe and close itself.
 public protocol ManagedSession: AnyObject, Sendable {
     var summary: SessionSummary { get }
+    /// What watchers and joiners attach to; nil for sessions without a terminal to show.
+    var live: LiveChannel? { get }
+    /// The recorder's queue: bytes waiting for the disk and how long it has been behind.
+    var recorderQueue: (bytes: Int, lag: Double)? { get }
     /// Closes both legs; `message` is shown to the user first. Safe to call from any thread.
     func terminate(message: String, by actor: String)
+}
+
+extension ManagedSession {
+    public var live: LiveChannel? { nil }
+    public var recorderQueue: (bytes: Int, lag: Double)? { nil }
 }
 
 /// Every online session of this node, so that admins, the API and shutdown can find and
@@ -44,7 +53,19 @@ public final class SessionRegistry: @unchecked Sendable {
         lock.withLock { _ = sessions.removeValue(forKey: id) }
     }
 
+    /// An online session by full id or unique prefix (the short serial).
+    public func session(_ id: String) -> ManagedSession? {
+        let key = id.lowercased()
+        guard !key.isEmpty else { return nil }
+        return lock.withLock {
+            if let uuid = UUID(uuidString: key), let s = sessions[SessionID(uuid)] { return s }
+            let matches = sessions.values.filter { $0.summary.id.description.hasPrefix(key) }
+            return matches.count == 1 ? matches[0] : nil
+        }
+    }
+
     public var online: [SessionSummary] { lock.withLock { sessions.values.map(\.summary) } }
+    public var all: [ManagedSession] { lock.withLock { Array(sessions.values) } }
     public var count: Int { lock.withLock { sessions.count } }
 
     @discardableResult

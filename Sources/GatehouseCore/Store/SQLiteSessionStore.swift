@@ -4,7 +4,7 @@ import GRDB
 /// The embedded store: one SQLite file in the data directory, in WAL mode so the admin
 /// commands read while the gateway writes.
 public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
-    private let pool: DatabasePool
+    let pool: DatabasePool
 
     public init(path: String) throws {
         do {
@@ -66,6 +66,45 @@ public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
             try db.create(index: "command_on_time", on: "command", columns: ["time"])
             try db.create(index: "command_on_risk", on: "command", columns: ["risk", "time"])
         }
+        migrator.registerMigration("v3: access, shares, collaborations, transfers") { db in
+            try db.create(table: "credential") { t in
+                t.primaryKey("hash", .text) // SHA-256 of the secret; the secret itself is never stored
+                t.column("kind", .text).notNull() // "token" or "web"
+                t.column("user", .text).notNull()
+                t.column("created_at", .double).notNull()
+                t.column("expires_at", .double)
+                t.column("label", .text)
+            }
+            try db.create(table: "share") { t in
+                t.primaryKey("hash", .text)
+                t.column("session_id", .text).notNull().references("session", onDelete: .cascade)
+                t.column("mode", .text).notNull()
+                t.column("created_by", .text).notNull()
+                t.column("created_at", .double).notNull()
+                t.column("expires_at", .double).notNull()
+                t.column("users", .text).notNull() // comma-separated; empty: anyone who may log in
+            }
+            try db.create(table: "collaboration") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("session_id", .text).notNull().references("session", onDelete: .cascade)
+                t.column("user", .text).notNull()
+                t.column("mode", .text).notNull()
+                t.column("remote_address", .text).notNull()
+                t.column("joined_at", .double).notNull()
+                t.column("left_at", .double)
+            }
+            try db.create(index: "collaboration_on_session", on: "collaboration", columns: ["session_id", "joined_at"])
+            try db.create(table: "transfer") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("session_id", .text).notNull().references("session", onDelete: .cascade)
+                t.column("time", .double).notNull()
+                t.column("direction", .text).notNull()
+                t.column("path", .text).notNull()
+                t.column("bytes", .integer).notNull()
+                t.column("outcome", .text).notNull()
+            }
+            try db.create(index: "transfer_on_session", on: "transfer", columns: ["session_id", "time"])
+        }
         return migrator
     }
 
@@ -118,7 +157,7 @@ public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
                       rule: row["rule"])
     }
 
-    private func wrap<T>(_ body: () throws -> T) throws -> T {
+    func wrap<T>(_ body: () throws -> T) throws -> T {
         do { return try body() } catch let error as StoreError { throw error } catch { throw StoreError.backend("\(error)") }
     }
 
@@ -157,7 +196,7 @@ public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
         }
     }
 
-    public func sessions(matching f: SessionFilter) throws -> [SessionRecord] {
+    private static func whereClause(_ f: SessionFilter) -> (String, [(any DatabaseValueConvertible)?]) {
         var clauses: [String] = []
         var arguments: [(any DatabaseValueConvertible)?] = []
         if !f.states.isEmpty {
@@ -166,14 +205,25 @@ public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
         }
         if let user = f.user { clauses.append("user = ?"); arguments.append(user) }
         if let asset = f.asset { clauses.append("asset = ?"); arguments.append(asset) }
+        if let p = f.protocolName { clauses.append("protocol = ?"); arguments.append(p) }
         if let since = f.since { clauses.append("started_at >= ?"); arguments.append(since.timeIntervalSince1970) }
         if let until = f.until { clauses.append("started_at < ?"); arguments.append(until.timeIntervalSince1970) }
-        let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
+        return (clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND "), arguments)
+    }
+
+    public func sessions(matching f: SessionFilter) throws -> [SessionRecord] {
+        var (whereSQL, arguments) = Self.whereClause(f)
         arguments.append(f.limit)
         arguments.append(f.offset)
         let sql = "SELECT * FROM session \(whereSQL) ORDER BY started_at DESC LIMIT ? OFFSET ?"
         let args = StatementArguments(arguments)
         return try wrap { try pool.read { db in try Row.fetchAll(db, sql: sql, arguments: args).map(Self.record) } }
+    }
+
+    public func count(matching f: SessionFilter) throws -> Int {
+        let (whereSQL, arguments) = Self.whereClause(f)
+        let args = StatementArguments(arguments)
+        return try wrap { try pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM session \(whereSQL)", arguments: args) ?? 0 } }
     }
 
     public func session(id: String) throws -> SessionRecord {

@@ -72,16 +72,18 @@ public struct SessionFilter: Sendable {
     public var states: [SessionState] = []
     public var user: String?
     public var asset: String?
+    public var protocolName: String?
     public var since: Date?
     public var until: Date?
     public var limit: Int = 1000
     public var offset: Int = 0
 
-    public init(states: [SessionState] = [], user: String? = nil, asset: String? = nil, since: Date? = nil,
-                until: Date? = nil, limit: Int = 1000, offset: Int = 0) {
+    public init(states: [SessionState] = [], user: String? = nil, asset: String? = nil, protocolName: String? = nil,
+                since: Date? = nil, until: Date? = nil, limit: Int = 1000, offset: Int = 0) {
         self.states = states
         self.user = user
         self.asset = asset
+        self.protocolName = protocolName
         self.since = since
         self.until = until
         self.limit = limit
@@ -105,11 +107,13 @@ public enum StoreError: Error, CustomStringConvertible {
 
 /// Where sessions and their activities are kept. SQLite on one node; a PostgreSQL backend for
 /// several nodes implements the same protocol. No backend type leaks through it.
-public protocol SessionStore: Sendable {
+public protocol SessionStore: AccessStore {
     func insert(_ session: SessionRecord) throws
     func update(_ session: SessionRecord) throws
     func addActivity(sessionID: String, _ activity: Activity) throws
     func sessions(matching filter: SessionFilter) throws -> [SessionRecord]
+    /// How many sessions the filter matches, ignoring its limit and offset.
+    func count(matching filter: SessionFilter) throws -> Int
     /// By full id or a unique prefix (the short serial).
     func session(id: String) throws -> SessionRecord
     func activities(sessionID: String) throws -> [ActivityRecord]

@@ -249,6 +249,7 @@ final class ClientConnection: ManagedSession, @unchecked Sendable {
     private func deny(_ raw: String, method: String, reason: String, count: Bool = true) -> Int32 {
         let user = LoginName(parsing: raw)?.user ?? raw
         logger.warning("login failed", metadata: ["user": "\(user)", "from": "\(peer)", "method": "\(method)", "reason": "\(reason)"])
+        if count { GatehouseCounters.loginFailed(via: "ssh") }
         if count, context.throttle.recordFailure(user: user, address: peer) {
             logger.warning("login locked out", metadata: ["user": "\(user)", "from": "\(peer)"])
         }

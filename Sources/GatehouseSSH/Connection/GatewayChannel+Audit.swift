@@ -28,10 +28,11 @@ extension GatewayChannel {
         let session = trail.begin(baseRecord(asset: target.asset.name, account: target.account.name),
                                   activities: connectionActivities() + [Activity(.upstreamConnected, "\(target.label) (\(leg.fingerprint))")])
         audit = session
-        let handle = ChannelSessionHandle(channel: self, record: session.record)
-        self.handle = handle
-        connection.context.registry.add(handle)
-        if case .subsystem = program ?? .shell { return true }
+        GatehouseCounters.sessionStarted(protocol: "ssh")
+        if case .subsystem = program ?? .shell {
+            register(session, live: nil)
+            return true
+        }
         let queue = connection.queue
         do {
             try session.startRecording(width: pty?.columns ?? 80, height: pty?.rows ?? 24, term: pty?.term, sessionQueue: queue,
@@ -42,7 +43,48 @@ extension GatewayChannel {
             if isDone { return false }
         }
         startExtractor(target: target, session: session)
+        register(session, live: makeLiveChannel(session))
         return true
+    }
+
+    private func register(_ session: AuditSession, live: LiveChannel?) {
+        self.live = live
+        let handle = ChannelSessionHandle(channel: self, record: session.record, live: live)
+        self.handle = handle
+        connection.context.registry.add(handle)
+    }
+
+    private func makeLiveChannel(_ session: AuditSession) -> LiveChannel {
+        LiveChannel(sessionID: session.id, owner: login.user, asset: session.record.asset, started: session.record.started,
+                    columns: pty?.columns ?? 80, rows: pty?.rows ?? 24, sessionQueue: connection.queue,
+                    screen: { [weak self] in self?.extractor?.currentScreen.snapshot() ?? [] },
+                    hooks: .init(
+                        type: { [weak self] bytes, author in self?.inject(bytes, author: author) },
+                        announce: { [weak self] text in
+                            guard let self, self.audit != nil else { return }
+                            self.writeStderr("\r\ngatehouse: \(text)\n")
+                        }))
+    }
+
+    /// Input from a write-mode joiner: judged by the same rules as the owner's, recorded with
+    /// its author, sent as the asset's window allows.
+    func inject(_ bytes: [UInt8], author: String) {
+        guard case .relaying = phase else { return }
+        var forward = bytes
+        if pty != nil, let extractor {
+            let decision = extractor.input(bytes)
+            forward = decision.forward
+            if let notice = decision.blockedNotice { writeStderr("\r\ngatehouse: \(notice) (typed by \(author))\n") }
+        }
+        if let recorder, recorder.options.recordInput, !forward.isEmpty {
+            if lastInputAuthor != author {
+                lastInputAuthor = author
+                _ = recorder.marker("input from \(author)")
+            }
+            forward.withUnsafeBytes { recorder.input($0) }
+        }
+        injected += forward
+        connection.pump()
     }
 
     func policy(for target: Directory.Target) -> CommandPolicy {
@@ -99,10 +141,13 @@ extension GatewayChannel {
     func endAudit(_ state: SessionState, by actor: String? = nil, reason: String) {
         extractor?.finish()
         extractor = nil
+        live?.end(state == .terminated ? "the session was terminated: \(reason)" : "the session ended")
+        live = nil
         guard let audit else { return }
         self.audit = nil
         if let handle { connection.context.registry.remove(handle.summary.id) }
         handle = nil
+        GatehouseCounters.bytesRelayed(toAsset: connection.bytesFromClient, toUser: connection.bytesToClient, protocol: "ssh")
         audit.end(state: state, terminatedBy: actor, reason: reason,
                   bytesIn: connection.bytesFromClient, bytesOut: connection.bytesToClient)
     }

@@ -14,6 +14,8 @@ final class GatewayChannel: @unchecked Sendable {
         case menu(AssetMenu)
         case connecting(Directory.Target)
         case relaying(Relay)
+        /// Watching or joining someone else's session (see GatewayChannel+Watch).
+        case watching(Watch)
         case finished
     }
 
@@ -49,9 +51,18 @@ final class GatewayChannel: @unchecked Sendable {
     /// Reads commands off the screen (shell) or takes the exec string; nil for subsystems.
     var extractor: CommandExtractor?
     /// A rule stopped a command: the line to show the user after this round.
-    private var blockedNotice: String?
+    var blockedNotice: String?
     /// A recording failure has been dealt with (policy applied once).
     var recordingFailureHandled = false
+    /// What watchers and joiners of this channel's session attach to.
+    var live: LiveChannel?
+    /// Typed by write-mode joiners, waiting for the asset's window.
+    var injected: [UInt8] = []
+    /// Who typed the input recorded last (the owner is nil).
+    var lastInputAuthor: String?
+    /// The owner's `~+` / `~*` escapes.
+    var shareEscape = ShareEscape()
+    var shareRequests: [ShareEscape.Request] = []
     private var callbacks: UnsafeMutablePointer<ssh_channel_callbacks_struct>
 
     init(connection: ClientConnection, channel: OpaquePointer, login: LoginName) {
@@ -148,6 +159,7 @@ final class GatewayChannel: @unchecked Sendable {
             ssh_channel_change_pty_size(relay.leg.channel, Int32(columns), Int32(rows))
             recorder?.resize(columns: columns, rows: rows)
             extractor?.resize(columns: columns, rows: rows)
+            live?.resize(columns: columns, rows: rows)
         }
     }
 
@@ -202,6 +214,10 @@ final class GatewayChannel: @unchecked Sendable {
             }
             phase = .relaying(relay)
             return movedAny
+        case .watching(var watch):
+            let moved = pumpWatch(&watch)
+            if case .watching = phase { phase = .watching(watch) }
+            return moved
         case .finished:
             return false
         }
@@ -214,6 +230,10 @@ final class GatewayChannel: @unchecked Sendable {
     }
 
     private func start(_ program: ChannelProgram) {
+        if let asset = login.asset, let request = WatchRequest(asset: asset) {
+            startWatch(request)
+            return
+        }
         if let asset = login.asset {
             switch connection.context.directory.route(user: login.user, asset: asset, account: login.account) {
             case .success(let target):
@@ -319,20 +339,36 @@ final class GatewayChannel: @unchecked Sendable {
             endRelay(relay, clientGone: true)
             return true
         }
+        if !injected.isEmpty, !relay.stdinEOFSent, case let window = Int(ssh_channel_window_size(up)), window > 0 {
+            let count = min(window, injected.count)
+            let written = injected.withUnsafeBytes { ssh_channel_write(up, $0.baseAddress, UInt32(count)) }
+            if written > 0 { injected.removeFirst(Int(written)); moved = true }
+        }
         if !relay.stdinEOFSent {
             let extractor = self.extractor
-            let transform: (([UInt8]) -> [UInt8])? = extractor.map { extractor in
-                { [weak self] bytes in
-                    let decision = extractor.input(bytes)
-                    if let notice = decision.blockedNotice { self?.blockedNotice = notice }
-                    return decision.forward
+            let transform: ([UInt8]) -> [UInt8] = { [weak self] bytes in
+                guard let self else { return bytes }
+                var forward = bytes
+                if self.live != nil {
+                    let (passed, requests) = self.shareEscape.feed(bytes)
+                    forward = passed
+                    self.shareRequests += requests
                 }
+                guard let extractor else { return forward }
+                let decision = extractor.input(forward)
+                if let notice = decision.blockedNotice { self.blockedNotice = notice }
+                return decision.forward
             }
             switch relay.input.move(from: channel, to: up, transform: pty != nil ? transform : nil, delivered: { deliveredInput($0) }) {
             case .moved(let n): moved = true; connection.bytesFromClient += n
             case .eof: ssh_channel_send_eof(up); relay.stdinEOFSent = true; moved = true
             case .idle: break
             }
+        }
+        if !shareRequests.isEmpty {
+            let requests = shareRequests
+            shareRequests.removeAll()
+            for r in requests { createInvite(r) }
         }
         if let notice = blockedNotice {
             blockedNotice = nil
@@ -373,6 +409,10 @@ final class GatewayChannel: @unchecked Sendable {
 
     /// What the user typed or piped, as it went to the asset.
     private func deliveredInput(_ bytes: UnsafeRawBufferPointer) {
+        if lastInputAuthor != nil, let recorder, recorder.options.recordInput {
+            lastInputAuthor = nil
+            _ = recorder.marker("input from \(login.user)")
+        }
         recorder?.input(bytes)
         if !connection.context.sinks.isEmpty { connection.emit(.input(Data(bytes))) }
     }
@@ -381,6 +421,7 @@ final class GatewayChannel: @unchecked Sendable {
     private func deliveredOutput(_ bytes: UnsafeRawBufferPointer, stderr: Bool) {
         recorder?.output(bytes)
         extractor?.output(bytes)
+        live?.output(bytes)
         if !connection.context.sinks.isEmpty { connection.emit(.output(Data(bytes), stream: stderr ? .stderr : .stdout)) }
     }
 
@@ -437,6 +478,7 @@ final class GatewayChannel: @unchecked Sendable {
         bytes.withUnsafeBytes {
             _ = ssh_channel_write(channel, $0.baseAddress, UInt32($0.count))
             recorder?.output($0)
+            live?.output($0)
         }
         if !connection.context.sinks.isEmpty { connection.emit(.output(Data(bytes), stream: .stdout)) }
     }
@@ -450,6 +492,7 @@ final class GatewayChannel: @unchecked Sendable {
         bytes.withUnsafeBytes {
             _ = ssh_channel_write_stderr(channel, $0.baseAddress, UInt32($0.count))
             recorder?.output($0)
+            live?.output($0)
         }
         if !connection.context.sinks.isEmpty { connection.emit(.output(Data(bytes), stream: .stderr)) }
     }
@@ -486,6 +529,7 @@ final class GatewayChannel: @unchecked Sendable {
     /// The connection is going away: release the asset leg without touching the client.
     func teardown() {
         if case let .relaying(relay) = phase { relay.leg.shutdown() }
+        if case let .watching(watch) = phase { endWatch(watch) }
         endAudit(.finished, reason: "the user disconnected")
         phase = .finished
     }
@@ -503,11 +547,17 @@ extension UpstreamLeg.Exit {
 /// What the registry holds for a relayed session: enough to list it and to end it.
 final class ChannelSessionHandle: ManagedSession, @unchecked Sendable {
     let summary: SessionSummary
+    let live: LiveChannel?
     private weak var channel: GatewayChannel?
+    private weak var recorder: TerminalRecorder?
     private let queue: DispatchQueue
 
-    init(channel: GatewayChannel, record: SessionRecord) {
+    var recorderQueue: (bytes: Int, lag: Double)? { recorder?.queue }
+
+    init(channel: GatewayChannel, record: SessionRecord, live: LiveChannel?) {
         self.channel = channel
+        self.recorder = channel.recorder
+        self.live = live
         self.queue = channel.connection.queue
         summary = SessionSummary(id: SessionID(UUID(uuidString: record.id) ?? SessionID.randomUUID()), user: record.user, asset: record.asset,
                                  account: record.account, remoteAddress: record.remoteAddress, protocolName: "ssh",

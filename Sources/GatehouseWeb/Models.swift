@@ -1,0 +1,88 @@
+import Foundation
+import GatehouseCore
+
+/// A session as the API shows it.
+struct SessionJSON: Encodable {
+    var id: String
+    var shortId: String
+    var user: String
+    var asset: String
+    var account: String
+    var `protocol`: String
+    var remoteAddress: String
+    var clientSoftware: String
+    var program: String
+    var state: String
+    var started: Date
+    var ended: Date?
+    var durationSeconds: Double?
+    var terminatedBy: String?
+    var reason: String?
+    var hasRecording: Bool
+    var bytesIn: Int
+    var bytesOut: Int
+    /// Who is watching or has joined, for online sessions.
+    var watchers: [String]?
+
+    init(_ r: SessionRecord, live: LiveChannel?) {
+        id = r.id
+        shortId = r.shortID
+        user = r.user
+        asset = r.asset
+        account = r.account
+        self.protocol = r.protocolName
+        remoteAddress = r.remoteAddress
+        clientSoftware = r.clientSoftware
+        program = r.program
+        state = r.state.rawValue
+        started = r.started
+        ended = r.ended
+        durationSeconds = r.duration ?? (r.state == .online ? Date().timeIntervalSince(r.started) : nil)
+        terminatedBy = r.terminatedBy
+        reason = r.reason
+        hasRecording = r.recording != nil
+        bytesIn = r.bytesIn
+        bytesOut = r.bytesOut
+        watchers = live?.watcherNames
+    }
+}
+
+struct SessionPage: Encodable {
+    var sessions: [SessionJSON]
+    var total: Int
+    var page: Int
+    var perPage: Int
+}
+
+struct CommandJSON: Encodable {
+    var time: Date
+    var offset: Double
+    var command: String
+    var output: String
+    var risk: String
+    var rule: String?
+
+    init(_ c: CommandRecord) {
+        time = c.time
+        offset = c.offset
+        command = c.command
+        output = c.output
+        risk = c.risk.rawValue
+        rule = c.rule
+    }
+}
+
+struct ShareJSON: Encodable {
+    var code: String
+    var sessionId: String
+    var mode: String
+    var expires: Date
+    var users: [String]
+    var join: String
+}
+
+struct TerminateJSON: Encodable {
+    var terminated: Bool
+    var id: String
+    var terminatedBy: String
+}
