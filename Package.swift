@@ -74,8 +74,7 @@ let package = Package(
         .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
         .testTarget(
             name: "GatehouseWebTests",
-            dependencies: ["GatehouseWeb", .product(name: "Yams", package: "Yams")],
-            resources: [.copy("openapi.yaml")]
+            dependencies: ["GatehouseWeb", .product(name: "Yams", package: "Yams")]
         ),
     ]
 )
