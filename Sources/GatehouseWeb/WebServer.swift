@@ -110,6 +110,8 @@ struct ErrorMiddleware: RouterMiddleware {
             default: message = error.body ?? error.status.reasonPhrase
             }
             throw APIError(error.status, message)
+        } catch is NIOTooManyBytesError {
+            throw APIError(.contentTooLarge, "request body too large (at most \(context.maxUploadSize) bytes)")
         } catch let error as StoreError {
             throw APIError(.internalServerError, "\(error)")
         }
@@ -125,7 +127,7 @@ enum JSON {
             var c = encoder.singleValueContainer()
             try c.encode(SessionAccess.time(date))
         }
-        e.outputFormatting = [.sortedKeys]
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return e
     }()
 

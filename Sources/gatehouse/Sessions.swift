@@ -20,8 +20,8 @@ func fail(_ message: String) -> ExitCode {
 
 struct Sessions: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List, inspect and export recorded sessions.",
-        subcommands: [List.self, Show.self, Export.self])
+        abstract: "List, inspect, export, watch and terminate sessions.",
+        subcommands: [List.self, Show.self, Export.self, Watch.self, Terminate.self])
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List sessions, newest first.")

@@ -34,7 +34,8 @@ OS_USER = getpass.getuser()
 IS_ROOT = os.geteuid() == 0
 SSHD_BIN = os.environ.get("SSHD_BIN") or shutil.which("sshd") or "/usr/sbin/sshd"
 BANNER_TEXT = "GH-E2E-BANNER: authorised use only, this asset is recorded"
-PASSWORDS = {"alice": "alice-Correct-Horse-1", "bob": "bob-Battery-Staple-2"}
+PASSWORDS = {"alice": "alice-Correct-Horse-1", "bob": "bob-Battery-Staple-2",
+             "audrey": "audrey-Auditor-Pass-3", "adam": "adam-Admin-Pass-4"}
 # Lines the OpenSSH client prints on its own; they are not messages from the gateway.
 CLIENT_NOISE = (
     re.compile(r"^Warning: Permanently added "),
@@ -481,6 +482,8 @@ class Gateway(LoggedProcess):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.keys = keys
         self.port = int(config["listen"]["ssh"].rsplit(":", 1)[1])
+        web = config["listen"].get("web", "off")
+        self.web_url = None if web == "off" else f"http://{web}"
         self.config = config
         self.config_path = self.dir / "gatehouse.yaml"
         self.config_path.write_text(to_yaml(config))
@@ -501,10 +504,11 @@ class Gateway(LoggedProcess):
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode} while starting:\n{self.log_text(start_at)}")
-            if "listening on ssh" in self.log_text(start_at):
+            log = self.log_text(start_at)
+            if "listening on ssh" in log and (self.web_url is None or "listening on web" in log):
                 return self
             banner = ssh_banner_at("127.0.0.1", self.port, 1.0)
-            if banner and banner.startswith(b"SSH-"):
+            if banner and banner.startswith(b"SSH-") and (self.web_url is None or "listening on web" in self.log_text(start_at)):
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"gateway not listening on {self.port} after {timeout} s:\n{self.log_text(start_at)}")
@@ -624,10 +628,12 @@ def default_config(port: int, asset: AssetSSHD, keys: Keys, hashes: dict, down_p
 
     return {
         "data_dir": "var",
-        "listen": {"ssh": f"127.0.0.1:{port}"},
+        "listen": {"ssh": f"127.0.0.1:{port}", "web": f"127.0.0.1:{free_port()}"},
         "users": [
             {"name": "alice", "password_hash": hashes["alice"], "authorized_keys": [keys.pub(keys.alice)], "role": "user"},
             {"name": "bob", "password_hash": hashes["bob"], "authorized_keys": [keys.pub(keys.bob)], "role": "user"},
+            {"name": "audrey", "password_hash": hashes["audrey"], "role": "auditor"},
+            {"name": "adam", "password_hash": hashes["adam"], "role": "admin"},
         ],
         "assets": [
             asset_entry("web01"),

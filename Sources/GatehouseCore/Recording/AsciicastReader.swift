@@ -46,7 +46,7 @@ public struct AsciicastReader {
         lines.compactMap { Self.parseEvent(Array($0.utf8)) }
     }
 
-    static func parseEvent(_ line: [UInt8]) -> AsciicastEvent? {
+    public static func parseEvent(_ line: [UInt8]) -> AsciicastEvent? {
         var i = 0
         func skipSpace() { while i < line.count, line[i] == 0x20 || line[i] == 0x09 || line[i] == 0x0D { i += 1 } }
         func expect(_ c: UInt8) -> Bool {
