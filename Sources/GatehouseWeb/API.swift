@@ -78,9 +78,17 @@ struct API: Sendable {
     /// a user cannot probe for other people's session ids.
     func visibleSession(_ request: Request, _ context: WebContext, caller: Caller) throws -> SessionRecord {
         let id = try context.parameters.require("id")
-        guard let record = try? audit.store.session(id: id), access.maySee(caller.user, sessionOwner: record.user) else {
+        let record: SessionRecord
+        do {
+            record = try audit.store.session(id: id)
+        } catch StoreError.notFound {
+            throw APIError(.notFound, "no session \"\(id)\"")
+        } catch StoreError.ambiguous(_, let matches) where caller.role != .user {
+            throw APIError(.badRequest, "\"\(id)\" matches several sessions: \(matches.joined(separator: ", "))")
+        } catch StoreError.ambiguous {
             throw APIError(.notFound, "no session \"\(id)\"")
         }
+        guard access.maySee(caller.user, sessionOwner: record.user) else { throw APIError(.notFound, "no session \"\(id)\"") }
         return record
     }
 
@@ -115,7 +123,10 @@ struct API: Sendable {
 
     func logout(_ request: Request, _ context: WebContext) async throws -> Response {
         _ = try authenticate(request)
-        if let cookie = request.cookies[Self.cookieName]?.value { try audit.store.removeCredential(secret: cookie) }
+        guard request.headers[.authorization] == nil, let cookie = request.cookies[Self.cookieName]?.value else {
+            throw APIError(.badRequest, "logout ends a web login (the session cookie); API tokens stay valid until they expire")
+        }
+        try audit.store.removeCredential(secret: cookie)
         var headers = HTTPFields()
         headers[.setCookie] = "\(Self.cookieName)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
         return JSON.response(["logged_out": true], headers: headers)

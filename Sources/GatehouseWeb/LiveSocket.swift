@@ -54,7 +54,8 @@ enum LiveSocket {
 
     private static func send(live: LiveChannel, watcher: LiveWatcher, wakes: AsyncStream<Void>, outbound: WebSocketOutboundWriter) async throws {
         var encoder = AsciicastEncoder()
-        let header = AsciicastEncoder.header(width: 80, height: 24, timestamp: Int(live.started.timeIntervalSince1970),
+        let size = live.currentSize
+        let header = AsciicastEncoder.header(width: size.columns, height: size.rows, timestamp: Int(live.started.timeIntervalSince1970),
                                              term: nil, title: "\(live.owner)@\(live.asset)")
         try await outbound.write(.text(String(decoding: header, as: UTF8.self)))
         var iterator = wakes.makeAsyncIterator()

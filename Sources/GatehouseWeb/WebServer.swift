@@ -114,6 +114,11 @@ struct ErrorMiddleware: RouterMiddleware {
             throw APIError(.contentTooLarge, "request body too large (at most \(context.maxUploadSize) bytes)")
         } catch let error as StoreError {
             throw APIError(.internalServerError, "\(error)")
+        } catch is CancellationError {
+            throw APIError(.serviceUnavailable, "the server is shutting down")
+        } catch {
+            context.logger.error("request failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            throw APIError(.internalServerError, "internal error; the server log has the details")
         }
     }
 }

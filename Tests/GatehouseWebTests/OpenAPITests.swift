@@ -1,5 +1,6 @@
 import Foundation
-import GatehouseWeb
+import GatehouseCore
+@testable import GatehouseWeb
 import XCTest
 import Yams
 
@@ -134,5 +135,68 @@ final class OpenAPITests: XCTestCase {
                 XCTFail("\(operation): path parameter \(name) does not appear in the path")
             }
         }
+    }
+
+    // MARK: Response schemas against what the encoder writes
+
+    /// The properties and required properties of `#/components/schemas/NAME`.
+    private func schemaKeys(_ name: String, in document: [String: Any]) throws -> (all: Set<String>, required: Set<String>) {
+        let schemas = Self.mapping(Self.mapping(document["components"])?["schemas"])
+        let schema = try XCTUnwrap(Self.mapping(schemas?[name]), "no schema \(name)")
+        let properties = try XCTUnwrap(Self.mapping(schema["properties"]), "schema \(name) has no properties")
+        return (Set(properties.keys), Set((schema["required"] as? [Any] ?? []).map { "\($0)" }))
+    }
+
+    private func encodedKeys(_ value: some Encodable) throws -> Set<String> {
+        let data = try JSON.encoder.encode(value)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        return Set(object.keys)
+    }
+
+    /// With every optional set the encoder writes all the schema's properties (less `omitted`);
+    /// with none set, exactly its required ones.
+    private func check(_ name: String, full: some Encodable, minimal: some Encodable, omitted: Set<String> = [],
+                       in document: [String: Any], line: UInt = #line) throws {
+        let keys = try schemaKeys(name, in: document)
+        XCTAssertEqual(try encodedKeys(full), keys.all.subtracting(omitted), "schema \(name): properties", line: line)
+        XCTAssertEqual(try encodedKeys(minimal), keys.required, "schema \(name): required", line: line)
+    }
+
+    func testResponseSchemasMatchTheEncoding() throws {
+        let document = try loadDocument()
+        let now = Date()
+        let id = "3f2b9c1e-5d4a-4e7b-9a1c-0b6d2e8f4a11"
+        let ended = SessionRecord(id: id, user: "alice", asset: "web1", account: "deploy", protocolName: "ssh", remoteAddress: "10.0.0.1",
+                                  clientSoftware: "OpenSSH_9.6", program: "shell", started: now, ended: now, state: .terminated,
+                                  terminatedBy: "root", reason: "ended by an administrator", recording: "x.cast.gz", bytesIn: 1, bytesOut: 2)
+        let failed = SessionRecord(id: id, user: "alice", asset: "web1", account: "deploy", protocolName: "ssh", remoteAddress: "10.0.0.1",
+                                   clientSoftware: "OpenSSH_9.6", program: "shell", started: now, state: .failed)
+        // `watchers` needs a live channel: it is checked by name only.
+        try check("Session", full: SessionJSON(ended, live: nil), minimal: SessionJSON(failed, live: nil), omitted: ["watchers"], in: document)
+        XCTAssertTrue(try schemaKeys("Session", in: document).all.contains("watchers"))
+
+        let page = SessionPage(sessions: [], total: 0, page: 1, perPage: 50)
+        try check("SessionPage", full: page, minimal: page, in: document)
+
+        let command = CommandRecord(sessionID: id, time: now, offset: 1.5, command: "rm -rf /", output: "", risk: .denied, rule: "#1 rm")
+        var plain = command
+        plain.rule = nil
+        try check("Command", full: CommandJSON(command), minimal: CommandJSON(plain), in: document)
+
+        let activity = try JSONDecoder().decode(ActivityRecord.self, from: Data(#"{"time": 0, "kind": "connected", "detail": "from 10.0.0.1"}"#.utf8))
+        try check("Activity", full: activity, minimal: activity, in: document)
+
+        let joined = CollaborationRecord(id: 7, sessionID: id, user: "bob", mode: "watch", remoteAddress: "10.0.0.2", joined: now, left: now)
+        let bare = CollaborationRecord(sessionID: id, user: "bob", mode: "watch", remoteAddress: "10.0.0.2", joined: now)
+        try check("Collaboration", full: joined, minimal: bare, in: document)
+
+        let transfer = TransferRecord(sessionID: id, time: now, direction: "upload", path: "/tmp/x", bytes: 3, outcome: "ok")
+        try check("Transfer", full: transfer, minimal: transfer, in: document)
+
+        let share = ShareJSON(code: "abc234defg56", sessionId: id, mode: "read", expires: now, users: [], join: "ssh -t USER@join:abc234defg56@GATEWAY")
+        try check("Share", full: share, minimal: share, in: document)
+
+        let terminate = TerminateJSON(terminated: true, id: id, terminatedBy: "root")
+        try check("TerminateResponse", full: terminate, minimal: terminate, in: document)
     }
 }

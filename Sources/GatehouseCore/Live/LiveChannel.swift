@@ -179,6 +179,9 @@ public final class LiveChannel: @unchecked Sendable {
         }
     }
 
+    /// The owner's terminal size now.
+    public var currentSize: (columns: Int, rows: Int) { lock.withLock { size } }
+
     public var watcherNames: [String] { lock.withLock { watchers.values.map(\.name).sorted() } }
 
     /// Reads everything after the watcher's cursor, up to about `limit` bytes of output.

@@ -40,7 +40,7 @@ extension GatewayChannel {
                                        onDrain: { [weak connection] in connection?.pump() })
         } catch {
             recordingFailed("\(error)")
-            if isDone { return false }
+            guard case .relaying = phase else { return false }
         }
         startExtractor(target: target, session: session)
         register(session, live: makeLiveChannel(session))

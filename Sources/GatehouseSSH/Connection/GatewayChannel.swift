@@ -16,7 +16,16 @@ final class GatewayChannel: @unchecked Sendable {
         case relaying(Relay)
         /// Watching or joining someone else's session (see GatewayChannel+Watch).
         case watching(Watch)
+        /// Ended by an administrator or the gateway: the last words still go out to the user
+        /// (a busy session's window may be full), for at most a second, then the channel closes.
+        case closing(Closing)
         case finished
+    }
+
+    struct Closing {
+        var pending: [UInt8]
+        var deadline: DispatchTime
+        var status: Int32
     }
 
     struct Relay {
@@ -217,6 +226,21 @@ final class GatewayChannel: @unchecked Sendable {
         case .watching(var watch):
             let moved = pumpWatch(&watch)
             if case .watching = phase { phase = .watching(watch) }
+            return moved
+        case .closing(var closing):
+            if clientClosed { phase = .finished; return true }
+            var moved = false
+            let window = Int(ssh_channel_window_size(channel))
+            if !closing.pending.isEmpty, window > 0 {
+                let count = min(window, closing.pending.count)
+                let written = closing.pending.withUnsafeBytes { ssh_channel_write_stderr(channel, $0.baseAddress, UInt32(count)) }
+                if written > 0 { closing.pending.removeFirst(Int(written)); moved = true }
+            }
+            if closing.pending.isEmpty || DispatchTime.now() >= closing.deadline {
+                finishClient(status: closing.status)
+                return true
+            }
+            phase = .closing(closing)
             return moved
         case .finished:
             return false
@@ -519,11 +543,19 @@ final class GatewayChannel: @unchecked Sendable {
 
     /// Administrator or shutdown: tell the user, then end both legs.
     func abort(message: String, by actor: String) {
+        if case .closing = phase { return }
         guard !isDone else { return }
-        writeStderr("\ngatehouse: \(message)\n")
         if case let .relaying(relay) = phase { relay.leg.shutdown() }
+        if case let .watching(watch) = phase { endWatch(watch) }
+        let text = pty != nil ? "\r\ngatehouse: \(message)\r\n" : "\ngatehouse: \(message)\n"
+        let bytes = Array(text.utf8)
+        bytes.withUnsafeBytes {
+            recorder?.output($0)
+            live?.output($0)
+        }
         endAudit(.terminated, by: actor, reason: message)
-        finishClient(status: 255)
+        phase = .closing(Closing(pending: clientClosed ? [] : bytes, deadline: .now() + 1, status: 255))
+        _ = pump()
     }
 
     /// The connection is going away: release the asset leg without touching the client.
