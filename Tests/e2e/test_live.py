@@ -486,3 +486,38 @@ def test_metrics_count_sessions_and_failed_logins(gateway):
     assert re.search(r"^gatehouse_sessions_online \d", text, re.M)
     assert re.search(r'^gatehouse_bytes_relayed_total\{direction="to_user",protocol="ssh"\} [1-9]', text, re.M), text
     assert "gatehouse_recorder_lag_seconds" in text
+
+
+def test_auditor_menu_lists_online_sessions_and_watches_one(gateway):
+    alice = gateway.spawn("alice@web01")
+    alice.start_shell()
+    alice.run_line("echo menu-$((9*8))-watch", r"menu-72-watch")
+    token = token_for(gateway, "audrey")
+    s = online_session(gateway, token)
+    audrey = gateway.spawn("audrey", auth="password", options=["-tt"], dimensions=(40, 160))
+    try:
+        audrey.expect("assword:", what="password prompt")
+        audrey.send(PASSWORDS["audrey"] + "\r")
+        audrey.expect("Online sessions", what="the online sessions table")
+        audrey.expect(rf"(w\d+)\s+{s['short_id']}\s+alice\s+web01", what="alice's session in the menu")
+        choice = audrey.child.match.group(1)
+        audrey.send(choice + "\r")
+        audrey.expect(f"Watching session {s['short_id']}", what="the watch banner")
+        audrey.expect("menu-72-watch", what="the current screen")
+        audrey.send("\x1d")
+        audrey.expect("Left the session", what="leaving the watch")
+        audrey.expect("gatehouse> ", what="the menu again")
+        audrey.send("q\r")
+        audrey.wait_exit()
+    finally:
+        audrey.close()
+        alice.close()
+    # A user's menu has no online sessions to watch.
+    bob = gateway.spawn("bob", options=["-tt"], key=gateway.keys.bob)
+    try:
+        bob.expect("gatehouse> ", what="bob's menu")
+        assert "Online sessions" not in bob.transcript.getvalue()
+        bob.send("q\r")
+        bob.wait_exit()
+    finally:
+        bob.close()

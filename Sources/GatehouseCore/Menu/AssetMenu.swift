@@ -1,3 +1,5 @@
+import Foundation
+
 /// The interactive asset menu a user sees after `ssh alice@gateway`: the accounts their
 /// grants allow, a filter, pick by number or name. A pure state machine over bytes in and
 /// bytes out, so every protocol (and the tests) drive it the same way.
@@ -5,6 +7,10 @@ public struct AssetMenu: Sendable {
     public enum Action: Sendable, Equatable {
         case none
         case connect(Directory.Target)
+        /// Watch an online session (auditors and admins).
+        case watch(SessionID)
+        /// Draw the menu again with fresh data (an empty Enter).
+        case refresh
         case quit
     }
 
@@ -12,6 +18,8 @@ public struct AssetMenu: Sendable {
     public let targets: [Directory.Target]
     /// Echo typed characters back: true on a PTY, where the client's terminal is raw.
     public let echo: Bool
+    /// Sessions this user may watch (empty for users who may not).
+    public let online: [SessionSummary]
     public private(set) var visible: [Directory.Target]
     private var line: [UInt8] = []
     private var escape: EscapeState = .none
@@ -20,10 +28,11 @@ public struct AssetMenu: Sendable {
 
     public static let prompt = "gatehouse> "
 
-    public init(user: String, targets: [Directory.Target], echo: Bool) {
+    public init(user: String, targets: [Directory.Target], echo: Bool, online: [SessionSummary] = []) {
         self.user = user
         self.targets = targets
         self.echo = echo
+        self.online = online
         self.visible = targets
     }
 
@@ -33,25 +42,38 @@ public struct AssetMenu: Sendable {
         if targets.isEmpty {
             out += "  You have no grants yet. Ask an administrator for access.\r\n"
         } else {
-            let rows = visible.enumerated().map { i, t in
+            out += table(["#", "ASSET", "ACCOUNT", "ADDRESS"], visible.enumerated().map { i, t in
                 [String(i + 1), t.asset.name, t.account.name, "\(t.asset.host):\(t.asset.sshPort)"]
-            }
-            let header = ["#", "ASSET", "ACCOUNT", "ADDRESS"]
-            var widths = header.map(\.count)
-            for row in rows { for (c, cell) in row.enumerated() { widths[c] = max(widths[c], cell.count) } }
-            func format(_ cells: [String]) -> String {
-                "  " + cells.enumerated().map { c, cell in
-                    c == 0 ? String(repeating: " ", count: widths[c] - cell.count) + cell
-                           : cell + String(repeating: " ", count: widths[c] - cell.count)
-                }.joined(separator: "  ").trimmingTrailingSpaces() + "\r\n"
-            }
-            out += format(header)
-            for row in rows { out += format(row) }
+            })
+        }
+        if !online.isEmpty {
+            out += "\r\n  Online sessions (type w and a number to watch, read-only; Ctrl-] leaves)\r\n\r\n"
+            out += table(["W", "ID", "USER", "ASSET", "ACCOUNT", "FROM", "SINCE"], online.enumerated().map { i, s in
+                ["w\(i + 1)", s.id.short, s.user, s.asset ?? "-", s.account ?? "-", s.remoteAddress, Self.clock(s.started)]
+            })
         }
         if let note { out += "\r\n  \(note)\r\n" }
-        out += "\r\n  Type a number or name to connect, other text to filter, q to quit.\r\n"
+        out += "\r\n  Type a number or name to connect, other text to filter, Enter to refresh, q to quit.\r\n"
+        out += "  In an asset session, ~+ at the start of a line makes a read-only invite code, ~* one that may type.\r\n"
         out += Self.prompt
         return out
+    }
+
+    private func table(_ header: [String], _ rows: [[String]]) -> String {
+        var widths = header.map(\.count)
+        for row in rows { for (c, cell) in row.enumerated() { widths[c] = max(widths[c], cell.count) } }
+        func format(_ cells: [String]) -> String {
+            "  " + cells.enumerated().map { c, cell in
+                c == 0 ? String(repeating: " ", count: widths[c] - cell.count) + cell
+                       : cell + String(repeating: " ", count: widths[c] - cell.count)
+            }.joined(separator: "  ").trimmingTrailingSpaces() + "\r\n"
+        }
+        return ([header] + rows).map(format).joined()
+    }
+
+    static func clock(_ date: Date) -> String {
+        let seconds = Int(date.timeIntervalSince1970) % 86400
+        return String(format: "%02d:%02d UTC", seconds / 3600, seconds % 3600 / 60)
     }
 
     /// Feeds what the user typed; returns what to send back and, when Enter completed a
@@ -107,7 +129,11 @@ public struct AssetMenu: Sendable {
     private mutating func choose(_ text: String) -> ([UInt8], Action) {
         if text.isEmpty {
             visible = targets
-            return (Array(screen().utf8), .none)
+            return ([], .refresh)
+        }
+        if !online.isEmpty, text.lowercased().hasPrefix("w"), let n = Int(String(text.dropFirst()).trimmingCharacters()) {
+            if (1...online.count).contains(n) { return ([], .watch(online[n - 1].id)) }
+            return (Array(screen(note: "No online session w\(n).").utf8), .none)
         }
         if ["q", "quit", "exit"].contains(text.lowercased()) { return ([], .quit) }
         if let n = Int(text) {

@@ -21,6 +21,8 @@ struct Watch {
     /// Bytes for the watcher's terminal that its SSH window has not taken yet.
     var pending: [UInt8] = []
     var ending: String?
+    /// Started from the menu: leaving goes back to it.
+    var returnToMenu = false
 }
 
 /// Ctrl-]: leaves a watched or joined session (as telnet's escape does).
@@ -31,7 +33,7 @@ extension GatewayChannel {
         SessionAccess(directory: connection.context.directory, registry: connection.context.registry, audit: connection.context.audit)
     }
 
-    func startWatch(_ request: WatchRequest) {
+    func startWatch(_ request: WatchRequest, returnToMenu: Bool = false) {
         guard program == .shell, pty != nil else {
             fail("watching needs a terminal: ssh -t \(login.user)@\(login.asset ?? "")@gateway", activity: .channelRefused)
             return
@@ -47,7 +49,7 @@ extension GatewayChannel {
                 fail("no online session \"\(CommandExtractor.printable(id))\" to watch", activity: .channelRefused)
                 return
             }
-            attach(to: session, live: live, mode: "watch", canWrite: false)
+            attach(to: session, live: live, mode: "watch", canWrite: false, returnToMenu: returnToMenu)
         case .join(let code):
             switch access.resolveInvite(code, user: login.user) {
             case .failure(let refusal):
@@ -60,7 +62,7 @@ extension GatewayChannel {
         }
     }
 
-    private func attach(to session: ManagedSession, live: LiveChannel, mode: String, canWrite: Bool) {
+    private func attach(to session: ManagedSession, live: LiveChannel, mode: String, canWrite: Bool, returnToMenu: Bool = false) {
         let summary = session.summary
         let queue = connection.queue
         weak let owner = connection
@@ -77,7 +79,7 @@ extension GatewayChannel {
         connection.logger.info("watching", metadata: ["user": "\(login.user)", "session": "\(summary.id.short)", "mode": "\(mode)"])
         let what = canWrite ? "Joined" : (mode == "watch" ? "Watching" : "Joined (read-only)")
         let intro = "\u{1b}[2J\u{1b}[H\(what) session \(summary.id.short) of \(summary.user) on \(summary.asset ?? "?"). Press Ctrl-] to leave.\r\n"
-        phase = .watching(Watch(watcher: watcher, sessionID: summary.id.description, collaboration: id, pending: Array(intro.utf8)))
+        phase = .watching(Watch(watcher: watcher, sessionID: summary.id.description, collaboration: id, pending: Array(intro.utf8), returnToMenu: returnToMenu))
     }
 
     /// One round for a watcher: their keys in, the session's screen out.
@@ -104,11 +106,9 @@ extension GatewayChannel {
             }
             if n > 0 {
                 moved = true
-                if let leave = bytes.firstIndex(of: leaveKey) {
-                    watch.watcher.type(Array(bytes[..<leave]))
-                    endWatch(watch)
-                    writeStderr("\r\nLeft the session.\n")
-                    finishClient(status: 0)
+                if let cut = bytes.firstIndex(of: leaveKey) {
+                    watch.watcher.type(Array(bytes[..<cut]))
+                    leave(watch, message: "Left the session.")
                     return true
                 }
                 watch.watcher.type(bytes)
@@ -128,9 +128,7 @@ extension GatewayChannel {
                 continue
             }
             if let ending = watch.ending {
-                endWatch(watch)
-                writeStderr("\r\ngatehouse: \(ending)\n")
-                finishClient(status: 0)
+                leave(watch, message: "gatehouse: \(ending)")
                 return true
             }
             switch watch.watcher.read(limit: max(4096, Int(ssh_channel_window_size(channel)))) {
@@ -150,6 +148,12 @@ extension GatewayChannel {
             }
         }
         return moved
+    }
+
+    private func leave(_ watch: Watch, message: String) {
+        endWatch(watch)
+        writeStderr("\r\n\(message)\n")
+        if watch.returnToMenu { showMenu(note: nil) } else { finishClient(status: 0) }
     }
 
     func endWatch(_ watch: Watch) {

@@ -202,6 +202,8 @@ final class GatewayChannel: @unchecked Sendable {
             case .none: break
             case .quit: finishClient(status: 0)
             case .connect(let target): connect(target, returnToMenu: true)
+            case .refresh: showMenu(note: nil)
+            case .watch(let id): startWatch(.watch(id.description), returnToMenu: true)
             }
             return true
         case .connecting:
@@ -281,7 +283,10 @@ final class GatewayChannel: @unchecked Sendable {
 
     func showMenu(note: String?) {
         let targets = connection.context.directory.targets(for: login.user)
-        let menu = AssetMenu(user: login.user, targets: targets, echo: pty != nil)
+        let access = sessionAccess
+        let online = access.mayWatch(login.user)
+            ? access.registry.all.filter { $0.live != nil }.map(\.summary).sorted { $0.started < $1.started } : []
+        let menu = AssetMenu(user: login.user, targets: targets, echo: pty != nil, online: online)
         write(Array(menu.screen(note: note).utf8))
         phase = .menu(menu)
     }
