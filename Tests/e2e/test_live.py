@@ -521,3 +521,36 @@ def test_auditor_menu_lists_online_sessions_and_watches_one(gateway):
         bob.wait_exit()
     finally:
         bob.close()
+
+
+def test_recorded_input_names_its_author(make_gateway):
+    gw = make_gateway(recording={"record_input": True})
+    alice = gw.spawn("alice@web01")
+    alice.start_shell()
+    token = token_for(gw, "alice")
+    s = online_session(gw, token)
+    bob = join(gw, share(gw, token, s["id"], mode="write"))
+    try:
+        bob.expect("Joined session", what="join banner")
+        bob.send("echo from-bob-$((2*2))\r")
+        alice.expect("from-bob-4", what="bob's command on alice's terminal")
+        alice.run_line("echo from-alice-$((3*3))", r"from-alice-9")
+        bob.send("\x1d")
+        bob.wait_exit()
+    finally:
+        bob.close()
+    alice.type("exit")
+    alice.wait_exit()
+    wait_until(lambda: api(gw, "GET", f"/api/v1/sessions/{s['id']}", token=token)[1]["state"] == "finished", "the session's end")
+    cast = api(gw, "GET", f"/api/v1/sessions/{s['id']}/recording", token=token)[1].decode().splitlines()[1:]
+    events = [json.loads(l) for l in cast]
+    # Input events, each attributed by the last "input from" marker before it.
+    author, typed = "alice", {"alice": "", "bob": ""}
+    for t, code, data in events:
+        if code == "m" and data.startswith("input from "):
+            author = data[len("input from "):]
+        elif code == "i":
+            typed[author] += data
+    assert "echo from-bob-$((2*2))" in typed["bob"], typed
+    assert "echo from-alice-$((3*3))" in typed["alice"], typed
+    assert "from-alice" not in typed["bob"] and "from-bob" not in typed["alice"], typed

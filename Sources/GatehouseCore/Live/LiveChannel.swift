@@ -111,12 +111,21 @@ public final class LiveChannel: @unchecked Sendable {
 
     /// The session is over: every watcher reads what is left, then `reason`.
     public func end(_ reason: String) {
+        var stalled: [LiveWatcher] = []
         let wakes: [@Sendable () -> Void] = lock.withLock {
             guard endReason == nil else { return [] }
             endReason = reason
+            let now = Date()
+            // Nobody reading for a while will not read the end either: let them go now.
+            for (id, w) in watchers where !w.armed && now.timeIntervalSince(w.lastRead) > options.stallLimit {
+                watchers.removeValue(forKey: id)
+                stalled.append(w)
+            }
+            watcherCount = watchers.count
             return watchers.values.compactMap { $0.takeWake() }
         }
         wakes.forEach { $0() }
+        for w in stalled { w.cutLoose("the session ended") }
     }
 
     private func append(_ event: Event, bytes: Int) {
