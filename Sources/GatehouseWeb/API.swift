@@ -30,6 +30,7 @@ public enum APIRoutes {
         APIRoute(method: .get, path: "/api/v1/sessions/{id}/recording") { try await $0.recording($1, $2) },
         APIRoute(method: .post, path: "/api/v1/sessions/{id}/terminate") { try await $0.terminate($1, $2) },
         APIRoute(method: .post, path: "/api/v1/sessions/{id}/shares") { try await $0.share($1, $2) },
+        APIRoute(method: .get, path: "/api/v1/commands") { try await $0.searchCommands($1, $2) },
         APIRoute(method: .get, path: "/metrics") { try await $0.metricsText($1, $2) },
     ]
 
@@ -57,12 +58,29 @@ struct API: Sendable {
         var role: GatehouseConfig.Role
     }
 
+    /// The CSRF token of a web login: derived from its secret, so nothing more is stored.
+    static func csrfToken(_ cookie: String) -> String { Secret.hash("csrf:" + cookie) }
+
+    static func checkSameOrigin(_ request: Request) throws {
+        guard let origin = request.headers[.origin] else { return }
+        let host = request.head.authority ?? ""
+        guard origin == "http://\(host)" || origin == "https://\(host)" else {
+            throw APIError(.forbidden, "cross-origin request refused")
+        }
+    }
+
     func authenticate(_ request: Request) throws -> Caller {
         var secret: String?
         if let header = request.headers[.authorization] {
             guard header.lowercased().hasPrefix("bearer ") else { throw APIError(.unauthorized, "use Authorization: Bearer TOKEN") }
             secret = String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)
         } else if let cookie = request.cookies[Self.cookieName]?.value {
+            // A browser sends the cookie wherever the request comes from: only this origin's
+            // pages may use it, and changes need the page's CSRF token as well.
+            try Self.checkSameOrigin(request)
+            if request.method != .get, request.method != .head, request.headers[.csrfToken] != Self.csrfToken(cookie) {
+                throw APIError(.forbidden, "missing or wrong X-CSRF-Token header (reload the page)")
+            }
             secret = cookie
         }
         guard let secret, !secret.isEmpty, secret.count < 256 else { throw APIError(.unauthorized, "log in first (POST /api/v1/login) or send an API token") }
@@ -95,6 +113,7 @@ struct API: Sendable {
     // MARK: Login
 
     func login(_ request: Request, _ context: WebContext) async throws -> Response {
+        try Self.checkSameOrigin(request)
         var request = request
         let body = try await JSON.object(&request, context: context, allowed: ["username", "password"])
         guard let username = body["username"] as? String, let password = body["password"] as? String else {
@@ -118,7 +137,7 @@ struct API: Sendable {
                                                                         expires: now.addingTimeInterval(Self.webLoginLifetime), label: address))
         var headers = HTTPFields()
         headers[.setCookie] = "\(Self.cookieName)=\(secret); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(Int(Self.webLoginLifetime))"
-        return JSON.response(["user": username, "role": user.role.rawValue], headers: headers)
+        return JSON.response(["user": username, "role": user.role.rawValue, "csrf_token": Self.csrfToken(secret)], headers: headers)
     }
 
     func logout(_ request: Request, _ context: WebContext) async throws -> Response {
@@ -134,7 +153,9 @@ struct API: Sendable {
 
     func me(_ request: Request, _ context: WebContext) async throws -> Response {
         let caller = try authenticate(request)
-        return JSON.response(["user": caller.user, "role": caller.role.rawValue])
+        var answer = ["user": caller.user, "role": caller.role.rawValue]
+        if request.headers[.authorization] == nil, let cookie = request.cookies[Self.cookieName]?.value { answer["csrf_token"] = Self.csrfToken(cookie) }
+        return JSON.response(answer)
     }
 
     // MARK: Sessions
@@ -142,7 +163,7 @@ struct API: Sendable {
     func listSessions(_ request: Request, _ context: WebContext) async throws -> Response {
         let caller = try authenticate(request)
         let q = request.uri.queryParameters
-        let known: Set<String> = ["state", "user", "asset", "protocol", "since", "until", "page", "per_page"]
+        let known: Set<String> = ["state", "user", "asset", "protocol", "since", "until", "page", "per_page", "sort", "order", "q"]
         if let unknown = q.map({ String($0.key) }).first(where: { !known.contains($0) }) {
             throw APIError(.badRequest, "unknown query parameter \"\(unknown)\"; known: \(known.sorted().joined(separator: ", "))")
         }
@@ -158,10 +179,25 @@ struct API: Sendable {
         filter.user = q["user"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
         filter.asset = q["asset"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
         filter.protocolName = q["protocol"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
-        filter.since = try q["since"].map { try Self.date(String($0), "since") }
-        filter.until = try q["until"].map { try Self.date(String($0), "until") }
+        filter.since = try q["since"].flatMap { $0.isEmpty ? nil : try Self.date(String($0), "since") }
+        filter.until = try q["until"].flatMap { $0.isEmpty ? nil : try Self.date(String($0), "until") }
         let page = try Self.int(q["page"], "page", default: 1, range: 1...1_000_000)
         let perPage = try Self.int(q["per_page"], "per_page", default: 50, range: 1...500)
+        if let sort = q["sort"].map(String.init), !sort.isEmpty {
+            guard let key = SessionFilter.Sort(rawValue: sort) else {
+                throw APIError(.badRequest, "sort must be one of \(SessionFilter.Sort.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            filter.sort = key
+        }
+        switch q["order"].map(String.init) {
+        case nil, "", "desc": filter.ascending = false
+        case "asc": filter.ascending = true
+        default: throw APIError(.badRequest, "order must be asc or desc")
+        }
+        if let text = q["q"].map(String.init), !text.isEmpty {
+            guard text.count <= 200 else { throw APIError(.badRequest, "q: at most 200 characters") }
+            filter.commandText = text
+        }
         if caller.role == .user {
             if let asked = filter.user, asked != caller.user { throw APIError(.forbidden, "you may only list your own sessions") }
             filter.user = caller.user
@@ -219,6 +255,36 @@ struct API: Sendable {
             try await writer.finish(nil)
         }
         return Response(status: .ok, headers: headers, body: body)
+    }
+
+    /// Commands across the sessions the caller may see, newest first.
+    func searchCommands(_ request: Request, _ context: WebContext) async throws -> Response {
+        let caller = try authenticate(request)
+        let q = request.uri.queryParameters
+        let known: Set<String> = ["q", "user", "asset", "risk", "since", "until", "page", "per_page"]
+        if let unknown = q.map({ String($0.key) }).first(where: { !known.contains($0) }) {
+            throw APIError(.badRequest, "unknown query parameter \"\(unknown)\"; known: \(known.sorted().joined(separator: ", "))")
+        }
+        var filter = CommandFilter()
+        filter.text = q["q"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
+        filter.user = q["user"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
+        filter.asset = q["asset"].map(String.init).flatMap { $0.isEmpty ? nil : $0 }
+        if let risk = q["risk"].map(String.init), !risk.isEmpty {
+            guard let r = CommandRisk(rawValue: risk) else { throw APIError(.badRequest, "risk must be one of \(CommandRisk.allCases.map(\.rawValue).joined(separator: ", "))") }
+            filter.risk = r
+        }
+        filter.since = try q["since"].flatMap { $0.isEmpty ? nil : try Self.date(String($0), "since") }
+        filter.until = try q["until"].flatMap { $0.isEmpty ? nil : try Self.date(String($0), "until") }
+        let page = try Self.int(q["page"], "page", default: 1, range: 1...1_000_000)
+        let perPage = try Self.int(q["per_page"], "per_page", default: 50, range: 1...500)
+        if caller.role == .user {
+            if let asked = filter.user, asked != caller.user { throw APIError(.forbidden, "you may only search your own commands") }
+            filter.user = caller.user
+        }
+        filter.limit = perPage
+        filter.offset = (page - 1) * perPage
+        let matches = try audit.store.searchCommands(filter).map(CommandMatchJSON.init)
+        return JSON.response(CommandPage(commands: matches, page: page, perPage: perPage))
     }
 
     // MARK: Actions

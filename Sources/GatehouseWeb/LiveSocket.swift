@@ -53,40 +53,60 @@ enum LiveSocket {
     }
 
     private static func send(live: LiveChannel, watcher: LiveWatcher, wakes: AsyncStream<Void>, outbound: WebSocketOutboundWriter) async throws {
+        // Times count from the moment this watcher attached (the screen is at 0): a live
+        // stream has no past. Each message is one asciicast line, which is what players
+        // speaking the "v2.asciicast" WebSocket protocol expect; output arriving within one
+        // frame interval is merged into one event.
+        let origin = Date()
         var encoder = AsciicastEncoder()
         let size = live.currentSize
-        let header = AsciicastEncoder.header(width: size.columns, height: size.rows, timestamp: Int(live.started.timeIntervalSince1970),
+        let header = AsciicastEncoder.header(width: size.columns, height: size.rows, timestamp: Int(origin.timeIntervalSince1970),
                                              term: nil, title: "\(live.owner)@\(live.asset)")
-        try await outbound.write(.text(String(decoding: header, as: UTF8.self)))
+        try await outbound.write(.text(String(decoding: header, as: UTF8.self).trimmingCharacters(in: .newlines)))
         var iterator = wakes.makeAsyncIterator()
+        func now() -> Double { max(0, Date().timeIntervalSince(origin)) }
+        func lines(_ bytes: [UInt8]) -> [String] {
+            bytes.split(separator: 0x0A).map { String(decoding: $0, as: UTF8.self) }
+        }
         while !Task.isCancelled {
             switch watcher.read(limit: batchLimit) {
             case .nothing:
                 guard await iterator.next() != nil else { return }
             case .ended(let reason):
                 var out: [UInt8] = []
-                encoder.finish(at: Date().timeIntervalSince(live.started), to: &out)
-                encoder.marker(reason, at: Date().timeIntervalSince(live.started), to: &out)
-                try await outbound.write(.text(String(decoding: out, as: UTF8.self)))
+                encoder.finish(at: now(), to: &out)
+                encoder.marker(reason, at: now(), to: &out)
+                for line in lines(out) { try await outbound.write(.text(line)) }
                 try await outbound.close(.normalClosure, reason: String(reason.prefix(100)))
                 return
             case .events(let events):
                 var out: [UInt8] = []
+                var pendingOutput: [UInt8] = []
+                let t = now()
+                func flushOutput() {
+                    guard !pendingOutput.isEmpty else { return }
+                    pendingOutput.withUnsafeBytes { encoder.output($0, at: t, to: &out) }
+                    pendingOutput.removeAll(keepingCapacity: true)
+                }
                 for e in events {
                     switch e.event {
                     case .output(let bytes):
-                        bytes.withUnsafeBytes { encoder.output($0, at: e.time, to: &out) }
+                        pendingOutput += bytes
                     case let .resize(columns, rows):
-                        encoder.resize(columns: columns, rows: rows, at: e.time, to: &out)
+                        flushOutput()
+                        encoder.resize(columns: columns, rows: rows, at: t, to: &out)
                     case let .screen(bytes, columns, rows):
+                        pendingOutput.removeAll() // superseded by the screen
                         encoder = AsciicastEncoder() // a partial character before the jump is gone
-                        encoder.resize(columns: columns, rows: rows, at: e.time, to: &out)
-                        bytes.withUnsafeBytes { encoder.output($0, at: e.time, to: &out) }
+                        encoder.resize(columns: columns, rows: rows, at: t, to: &out)
+                        bytes.withUnsafeBytes { encoder.output($0, at: t, to: &out) }
                     case .notice(let text):
-                        encoder.marker(text, at: e.time, to: &out)
+                        flushOutput()
+                        encoder.marker(text, at: t, to: &out)
                     }
                 }
-                if !out.isEmpty { try await outbound.write(.text(String(decoding: out, as: UTF8.self))) }
+                flushOutput()
+                for line in lines(out) { try await outbound.write(.text(line)) }
                 try await Task.sleep(for: frameInterval)
             }
         }

@@ -44,6 +44,10 @@ struct SessionJSON: Encodable {
         bytesIn = r.bytesIn
         bytesOut = r.bytesOut
         watchers = live?.watcherNames
+        if let traffic = live?.traffic {
+            bytesIn = traffic.in
+            bytesOut = traffic.out
+        }
     }
 }
 
@@ -85,4 +89,34 @@ struct TerminateJSON: Encodable {
     var terminated: Bool
     var id: String
     var terminatedBy: String
+}
+
+struct CommandMatchJSON: Encodable {
+    var sessionId: String
+    var user: String
+    var asset: String
+    var account: String
+    var time: Date
+    var offset: Double
+    var command: String
+    var risk: String
+    var rule: String?
+
+    init(_ m: CommandMatch) {
+        sessionId = m.command.sessionID
+        user = m.user
+        asset = m.asset
+        account = m.account
+        time = m.command.time
+        offset = m.command.offset
+        command = m.command.command
+        risk = m.command.risk.rawValue
+        rule = m.command.rule
+    }
+}
+
+struct CommandPage: Encodable {
+    var commands: [CommandMatchJSON]
+    var page: Int
+    var perPage: Int
 }

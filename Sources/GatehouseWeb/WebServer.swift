@@ -26,6 +26,7 @@ public struct WebServer: Sendable {
     /// Serves until cancelled. `onListening` gets the bound address (port 0 picks one).
     public func run(onListening: @escaping @Sendable (String) -> Void = { _ in }) async throws {
         let router = Router(context: WebContext.self)
+        router.middlewares.add(SecurityHeadersMiddleware())
         router.middlewares.add(ErrorMiddleware())
         for route in APIRoutes.table {
             let handler = route.handler
@@ -34,6 +35,7 @@ public struct WebServer: Sendable {
                 try await handler(api, request, context)
             }
         }
+        Console.register(on: router)
         // The live stream without a WebSocket upgrade: say so plainly (after the same checks).
         router.get(RouterPath(APIRoutes.livePath)) { [api] request, context -> Response in
             _ = try await api.authorizeLive(request, context)
@@ -43,7 +45,9 @@ public struct WebServer: Sendable {
         let api = self.api
         wsRouter.ws(RouterPath(APIRoutes.livePath), shouldUpgrade: { request, context in
             _ = try await api.authorizeLive(request, context)
-            return .upgrade([:])
+            // Browsers' players ask for a protocol by name; the stream is asciicast v2.
+            let offered = request.headers[.secWebSocketProtocol]?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
+            return .upgrade(offered.contains("v2.asciicast") ? [.secWebSocketProtocol: "v2.asciicast"] : [:])
         }, onUpgrade: { inbound, outbound, context in
             try await LiveSocket.serve(api: api, inbound: inbound, outbound: outbound, context: context)
         })

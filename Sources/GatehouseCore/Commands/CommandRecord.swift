@@ -48,7 +48,9 @@ public struct CommandFilter: Sendable {
     public var asset: String?
     public var risk: CommandRisk?
     public var since: Date?
+    public var until: Date?
     public var limit: Int = 500
+    public var offset: Int = 0
 
     public init(text: String? = nil, user: String? = nil, asset: String? = nil, risk: CommandRisk? = nil, since: Date? = nil, limit: Int = 500) {
         self.text = text

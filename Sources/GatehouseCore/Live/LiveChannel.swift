@@ -58,6 +58,8 @@ public final class LiveChannel: @unchecked Sendable {
     private var endReason: String?
     private var size: (columns: Int, rows: Int)
     private var watcherCount = 0
+    private var bytesIn = 0
+    private var bytesOut = 0
 
     /// The owner's screen as it is now; called on the session queue.
     private let screen: () -> [UInt8]
@@ -94,9 +96,21 @@ public final class LiveChannel: @unchecked Sendable {
     public var isWatched: Bool { lock.withLock { watcherCount > 0 } }
 
     public func output(_ bytes: UnsafeRawBufferPointer) {
-        guard isWatched, bytes.count > 0 else { return }
+        let watched = lock.withLock {
+            bytesOut += bytes.count
+            return watcherCount > 0
+        }
+        guard watched, bytes.count > 0 else { return }
         append(.output(Array(bytes)), bytes: bytes.count)
     }
+
+    /// Counts what the user sent (for the online sessions' live byte counts).
+    public func input(count: Int) {
+        lock.withLock { bytesIn += count }
+    }
+
+    /// Bytes from the user and to the user so far.
+    public var traffic: (in: Int, out: Int) { lock.withLock { (bytesIn, bytesOut) } }
 
     public func resize(columns: Int, rows: Int) {
         lock.withLock { size = (columns, rows) }

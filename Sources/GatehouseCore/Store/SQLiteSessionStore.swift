@@ -130,17 +130,18 @@ public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
         var arguments: [(any DatabaseValueConvertible)?] = []
         if let text = f.text, !text.isEmpty {
             // LIKE with the user's text escaped: a search for "50%" finds "50%", not everything.
-            let escaped = text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
             clauses.append("c.command LIKE ? ESCAPE '\\'")
-            arguments.append("%\(escaped)%")
+            arguments.append("%\(Self.likeEscaped(text))%")
         }
         if let user = f.user { clauses.append("s.user = ?"); arguments.append(user) }
         if let asset = f.asset { clauses.append("s.asset = ?"); arguments.append(asset) }
         if let risk = f.risk { clauses.append("c.risk = ?"); arguments.append(risk.rawValue) }
         if let since = f.since { clauses.append("c.time >= ?"); arguments.append(since.timeIntervalSince1970) }
+        if let until = f.until { clauses.append("c.time < ?"); arguments.append(until.timeIntervalSince1970) }
         arguments.append(f.limit)
+        arguments.append(f.offset)
         let whereSQL = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
-        let sql = "SELECT c.*, s.user, s.asset, s.account FROM command c JOIN session s ON s.id = c.session_id \(whereSQL) ORDER BY c.time DESC LIMIT ?"
+        let sql = "SELECT c.*, s.user, s.asset, s.account FROM command c JOIN session s ON s.id = c.session_id \(whereSQL) ORDER BY c.time DESC LIMIT ? OFFSET ?"
         let args = StatementArguments(arguments)
         return try wrap {
             try pool.read { db in
@@ -155,6 +156,11 @@ public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
         CommandRecord(sessionID: row["session_id"], time: Date(timeIntervalSince1970: row["time"]), offset: row["offset"],
                       command: row["command"], output: row["output"], risk: CommandRisk(rawValue: row["risk"]) ?? .normal,
                       rule: row["rule"])
+    }
+
+    /// The user's text for a LIKE pattern: a search for "50%" finds "50%", not everything.
+    static func likeEscaped(_ text: String) -> String {
+        text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
     }
 
     func wrap<T>(_ body: () throws -> T) throws -> T {
@@ -208,6 +214,10 @@ public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
         if let p = f.protocolName { clauses.append("protocol = ?"); arguments.append(p) }
         if let since = f.since { clauses.append("started_at >= ?"); arguments.append(since.timeIntervalSince1970) }
         if let until = f.until { clauses.append("started_at < ?"); arguments.append(until.timeIntervalSince1970) }
+        if let text = f.commandText, !text.isEmpty {
+            clauses.append("EXISTS (SELECT 1 FROM command c WHERE c.session_id = session.id AND c.command LIKE ? ESCAPE '\\')")
+            arguments.append("%\(Self.likeEscaped(text))%")
+        }
         return (clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND "), arguments)
     }
 
@@ -215,7 +225,16 @@ public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
         var (whereSQL, arguments) = Self.whereClause(f)
         arguments.append(f.limit)
         arguments.append(f.offset)
-        let sql = "SELECT * FROM session \(whereSQL) ORDER BY started_at DESC LIMIT ? OFFSET ?"
+        let column: String
+        switch f.sort {
+        case .started: column = "started_at"
+        case .ended: column = "ended_at"
+        case .user: column = "user"
+        case .asset: column = "asset"
+        case .duration: column = "(COALESCE(ended_at, strftime('%s','now')) - started_at)"
+        }
+        let direction = f.ascending ? "ASC" : "DESC"
+        let sql = "SELECT * FROM session \(whereSQL) ORDER BY \(column) \(direction), started_at \(direction) LIMIT ? OFFSET ?"
         let args = StatementArguments(arguments)
         return try wrap { try pool.read { db in try Row.fetchAll(db, sql: sql, arguments: args).map(Self.record) } }
     }

@@ -77,6 +77,11 @@ public struct SessionFilter: Sendable {
     public var until: Date?
     public var limit: Int = 1000
     public var offset: Int = 0
+    /// Sessions in which a command containing this text was run.
+    public var commandText: String?
+    public enum Sort: String, Sendable, CaseIterable { case started, ended, user, asset, duration }
+    public var sort: Sort = .started
+    public var ascending = false
 
     public init(states: [SessionState] = [], user: String? = nil, asset: String? = nil, protocolName: String? = nil,
                 since: Date? = nil, until: Date? = nil, limit: Int = 1000, offset: Int = 0) {

@@ -443,6 +443,7 @@ final class GatewayChannel: @unchecked Sendable {
             _ = recorder.marker("input from \(login.user)")
         }
         recorder?.input(bytes)
+        live?.input(count: bytes.count)
         if !connection.context.sinks.isEmpty { connection.emit(.input(Data(bytes))) }
     }
 
