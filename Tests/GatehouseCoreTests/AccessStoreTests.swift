@@ -219,7 +219,7 @@ final class SharingAccessStoreTests: XCTestCase {
     }
 
     /// An online session of `owner`, registered and in the store.
-    func online(_ owner: String, live: Bool = true) throws -> FakeSession {
+    private func online(_ owner: String, live: Bool = true) throws -> FakeSession {
         let s = FakeSession(owner: owner, live: live)
         try audit.store.insert(s.record)
         registry.add(s)

@@ -70,7 +70,7 @@ final class LiveChannelTests: XCTestCase {
 
     /// The first reads of a new watcher: `.nothing`, a wake once the session queue took the
     /// screen, then the screen itself.
-    func readScreen(_ watcher: LiveWatcher, _ wakes: WakeCounter, file: StaticString = #filePath, line: UInt = #line) -> LiveChannel.Event? {
+    private func readScreen(_ watcher: LiveWatcher, _ wakes: WakeCounter, file: StaticString = #filePath, line: UInt = #line) -> LiveChannel.Event? {
         XCTAssertEqual(watcher.read(), .nothing, "a screen is taken on the session queue, not on the reader's thread", file: file, line: line)
         wakes.waitForWake(file: file, line: line)
         let events = watcher.read().events
