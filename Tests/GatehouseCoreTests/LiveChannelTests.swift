@@ -292,6 +292,45 @@ final class LiveChannelTests: XCTestCase {
         XCTAssertEqual(read, .ended("gone"))
     }
 
+    func testEndLetsGoOfWatchersThatStoppedReadingButWakesThoseWaiting() {
+        var options = LiveChannel.Options()
+        options.stallLimit = 0.1
+        let live = channel(options: options)
+        let cut = Recorder<(String, String)>()
+        let idleWakes = WakeCounter(), waitingWakes = WakeCounter(), freshWakes = WakeCounter()
+        let idle = live.attach(name: "idle", wake: idleWakes.wake, cutLoose: { cut.add(("idle", $0)) })
+        let waiting = live.attach(name: "waiting", wake: waitingWakes.wake, cutLoose: { cut.add(("waiting", $0)) })
+        _ = readScreen(idle, idleWakes)
+        _ = readScreen(waiting, waitingWakes)
+        XCTAssertEqual(waiting.read(), .nothing) // waits for news: it will read the end
+        Thread.sleep(forTimeInterval: 0.2) // one-way: longer than the limit
+        let fresh = live.attach(name: "fresh", wake: freshWakes.wake, cutLoose: { cut.add(("fresh", $0)) })
+        _ = readScreen(fresh, freshWakes)
+
+        queue.sync { live.end("owner left") }
+        XCTAssertEqual(cut.all.map(\.0), ["idle"], "only the one neither reading nor waiting is let go")
+        XCTAssertEqual(live.watcherNames, ["fresh", "waiting"])
+        XCTAssertEqual(waitingWakes.count, 2)
+        XCTAssertEqual(waiting.read(), .ended("owner left"))
+        XCTAssertEqual(fresh.read(), .ended("owner left"))
+    }
+
+    func testTrafficCountsBothWaysWatchedOrNot() {
+        let live = channel()
+        queue.sync {
+            live.out("12345")
+            live.input(count: 3)
+        }
+        let w = live.attach(name: "carol", wake: {})
+        queue.sync {
+            live.out("678")
+            live.input(count: 2)
+        }
+        XCTAssertEqual(live.traffic.in, 5)
+        XCTAssertEqual(live.traffic.out, 8)
+        withExtendedLifetime(w) {}
+    }
+
     func testWatcherAttachingAfterTheEndReadsTheReason() {
         let live = channel()
         queue.sync { live.end("finished") }

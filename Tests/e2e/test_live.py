@@ -129,7 +129,8 @@ def test_login_cookie_tokens_and_roles(gateway):
         status, answer, _ = api(gateway, "POST", "/api/v1/login", body={"username": "alice", "password": "nope"})
         assert status == 401 and "error" in answer
         status, answer, h = api(gateway, "POST", "/api/v1/login", body={"username": "bob", "password": PASSWORDS["bob"]})
-        assert status == 200 and answer == {"user": "bob", "role": "user"}
+        assert status == 200 and (answer["user"], answer["role"]) == ("bob", "user")
+        bob_csrf = answer["csrf_token"]
         set_cookie = h["Set-Cookie"]
         assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
         bob_cookie = set_cookie.split(";")[0]
@@ -147,7 +148,8 @@ def test_login_cookie_tokens_and_roles(gateway):
             assert status == 404, (path, answer)
         status, answer, _ = api(gateway, "GET", "/api/v1/sessions?user=alice", cookie=bob_cookie)
         assert status == 403 and "error" in answer
-        status, answer, _ = api(gateway, "POST", f"/api/v1/sessions/{s['id']}/terminate", cookie=bob_cookie)
+        status, answer, _ = api(gateway, "POST", f"/api/v1/sessions/{s['id']}/terminate", cookie=bob_cookie,
+                                headers={"X-CSRF-Token": bob_csrf})
         assert status == 404
         # The auditor sees it but may not end it; nobody unauthenticated sees anything.
         status, answer, _ = api(gateway, "POST", f"/api/v1/sessions/{s['id']}/terminate", token=auditor)
@@ -163,8 +165,13 @@ def test_login_cookie_tokens_and_roles(gateway):
         # A user may not watch, even their own session.
         with pytest.raises(Exception):
             LiveReader(gateway, s["id"], alice_token)
-        # Logging out ends the cookie.
-        status, _, _ = api(gateway, "POST", "/api/v1/logout", cookie=bob_cookie)
+        # A cookie alone cannot change anything: the page's CSRF token must come with it,
+        # and another site's page (Origin) is refused outright.
+        status, answer, _ = api(gateway, "POST", "/api/v1/logout", cookie=bob_cookie)
+        assert status == 403 and "CSRF" in answer["error"]
+        status, answer, _ = api(gateway, "GET", "/api/v1/me", cookie=bob_cookie, headers={"Origin": "http://evil.example"})
+        assert status == 403 and "cross-origin" in answer["error"]
+        status, _, _ = api(gateway, "POST", "/api/v1/logout", cookie=bob_cookie, headers={"X-CSRF-Token": bob_csrf})
         assert status == 200
         status, _, _ = api(gateway, "GET", "/api/v1/me", cookie=bob_cookie)
         assert status == 401
