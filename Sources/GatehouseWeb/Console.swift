@@ -28,6 +28,7 @@ enum Console {
         for page in pages {
             router.get(RouterPath(page.path)) { _, _ in try file(named: page.file) }
         }
+        router.get("/favicon.ico") { _, _ in Response(status: .noContent) }
         router.get("/static/:name") { _, context in
             try file(named: try context.parameters.require("name"))
         }
@@ -61,11 +62,12 @@ enum Console {
 }
 
 /// Headers every answer carries: no framing, no sniffing, scripts and styles from this origin
-/// only (the player sets inline style attributes, hence 'unsafe-inline' for styles alone).
+/// only (the player sets inline style attributes, hence 'unsafe-inline' for styles alone, and
+/// runs its terminal emulator as WebAssembly, hence 'wasm-unsafe-eval', which allows no eval).
 struct SecurityHeadersMiddleware: RouterMiddleware {
     typealias Context = WebContext
 
-    static let policy = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    static let policy = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         + "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
     func handle(_ request: Request, context: WebContext, next: (Request, WebContext) async throws -> Response) async throws -> Response {

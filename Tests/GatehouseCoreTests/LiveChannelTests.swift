@@ -133,6 +133,10 @@ final class LiveChannelTests: XCTestCase {
         w.detach()
         XCTAssertFalse(live.isWatched)
         XCTAssertEqual(live.watcherNames, [])
+        // White-box probe: the detached cursor still points into the log; output while nobody
+        // watches must not have been added to it.
+        queue.sync { live.out("unwatched again") }
+        XCTAssertFalse(w.read().events?.contains(output("unwatched again")) ?? false)
     }
 
     func testReadLimitSplitsButLosesNothing() {
@@ -241,6 +245,32 @@ final class LiveChannelTests: XCTestCase {
         queue.sync { live.out("more") }
         XCTAssertEqual(reader.read().events, [output("more")])
         XCTAssertEqual(cut.all.count, 1)
+    }
+
+    /// A watcher waiting for news (its last read returned `.nothing`) cannot read during a quiet
+    /// spell: there is nothing to read. When a burst bigger than the window then arrives in
+    /// one go, it has been woken but has had no chance to read yet: it is behind, so it should
+    /// be skipped ahead, not cut loose as stalled (`end` already spares waiting watchers).
+    func testWatcherWaitingThroughAQuietSpellIsSkippedNotCutLoose() {
+        var options = LiveChannel.Options()
+        options.window = 100
+        options.stallLimit = 0.1
+        let live = channel(options: options)
+        let cut = Recorder<String>()
+        let wakes = WakeCounter()
+        let w = live.attach(name: "patient", wake: wakes.wake, cutLoose: { cut.add($0) })
+        _ = readScreen(w, wakes)
+        XCTAssertEqual(w.read(), .nothing) // waiting, as a watcher does
+        Thread.sleep(forTimeInterval: 0.2) // the owner reads a man page: nothing happens
+        queue.sync { (0..<20).forEach { live.out(String(format: "chunk-%04d", $0)) } } // then `cat big.log`
+        XCTAssertEqual(wakes.count, 2, "woken by the first chunk")
+        wakes.waitForWake() // that wake's signal
+        XCTAssertEqual(cut.all, [], "a waiting watcher was cut loose as if it had stalled")
+        XCTAssertEqual(live.watcherNames, ["patient"])
+        guard cut.all.isEmpty else { return }
+        XCTAssertEqual(w.read(), .nothing, "more than a window behind")
+        wakes.waitForWake()
+        XCTAssertEqual(w.read().events, [.screen(screenBytes, columns: 80, rows: 24)])
     }
 
     // MARK: Ending

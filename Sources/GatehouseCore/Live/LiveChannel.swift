@@ -160,6 +160,8 @@ public final class LiveChannel: @unchecked Sendable {
                     watcherCount = watchers.count
                     dropped.append(w)
                 } else if let wake = w.takeWake() {
+                    // It was waiting, not stalled: its stall clock starts now.
+                    w.lastRead = now
                     wakes.append(wake)
                 }
             }

@@ -10,11 +10,14 @@ public struct ShareEscape: Sendable {
 
     public init() {}
 
+    /// Enter, line feed, Ctrl-C and Ctrl-U leave the cursor at the start of a fresh line.
+    private static func endsLine(_ b: UInt8) -> Bool { b == 0x0D || b == 0x0A || b == 0x03 || b == 0x15 }
+
     /// The bytes to forward, and the escapes found in `bytes`.
     public mutating func feed(_ bytes: [UInt8]) -> (forward: [UInt8], requests: [Request]) {
         // Fast path: nothing to look at.
         if !sawTilde, !bytes.contains(0x7E) {
-            if let last = bytes.last { atLineStart = last == 0x0D || last == 0x0A }
+            if let last = bytes.last { atLineStart = Self.endsLine(last) }
             return (bytes, [])
         }
         var out: [UInt8] = []
@@ -34,7 +37,7 @@ public struct ShareEscape: Sendable {
                 continue
             }
             out.append(b)
-            atLineStart = b == 0x0D || b == 0x0A || b == 0x03 || b == 0x15
+            atLineStart = Self.endsLine(b)
         }
         return (out, requests)
     }
