@@ -28,6 +28,8 @@ public enum APIRoutes {
         APIRoute(method: .get, path: "/api/v1/sessions/{id}/transfers") { try await $0.transfers($1, $2) },
         APIRoute(method: .get, path: "/api/v1/sessions/{id}/collaborations") { try await $0.collaborations($1, $2) },
         APIRoute(method: .get, path: "/api/v1/sessions/{id}/recording") { try await $0.recording($1, $2) },
+        APIRoute(method: .get, path: "/api/v1/sessions/{id}/recording/segments") { try await $0.segmentIndex($1, $2) },
+        APIRoute(method: .get, path: "/api/v1/sessions/{id}/recording/segments/{n}") { try await $0.segment($1, $2) },
         APIRoute(method: .post, path: "/api/v1/sessions/{id}/terminate") { try await $0.terminate($1, $2) },
         APIRoute(method: .post, path: "/api/v1/sessions/{id}/shares") { try await $0.share($1, $2) },
         APIRoute(method: .get, path: "/api/v1/commands") { try await $0.searchCommands($1, $2) },
@@ -285,6 +287,37 @@ struct API: Sendable {
         filter.offset = (page - 1) * perPage
         let matches = try audit.store.searchCommands(filter).map(CommandMatchJSON.init)
         return JSON.response(CommandPage(commands: matches, page: page, perPage: perPage))
+    }
+
+    /// The recording in asciinema-player's segmented form (see `SegmentedRecording`).
+    private func segmented(_ request: Request, _ context: WebContext) throws -> (SessionRecord, SegmentedRecording) {
+        let record = try visibleSession(request, context, caller: try authenticate(request))
+        guard let relative = record.recording else { throw APIError(.notFound, "session \(record.shortID) has no recording") }
+        do {
+            return (record, try SegmentedRecording(path: audit.recordingPath(relative), live: record.state == .online))
+        } catch {
+            logger.error("cannot read recording", metadata: ["session": "\(record.shortID)", "error": "\(error)"])
+            throw APIError(.unprocessableContent, "the recording of session \(record.shortID) cannot be read: \(error)")
+        }
+    }
+
+    func segmentIndex(_ request: Request, _ context: WebContext) async throws -> Response {
+        let (record, recording) = try segmented(request, context)
+        return Self.jsonBytes(recording.index { "/api/v1/sessions/\(record.id)/recording/segments/\($0)" })
+    }
+
+    func segment(_ request: Request, _ context: WebContext) async throws -> Response {
+        let (_, recording) = try segmented(request, context)
+        let n = try context.parameters.require("n", as: Int.self)
+        guard recording.starts.indices.contains(n) else { throw APIError(.notFound, "no segment \(n)") }
+        return Self.jsonBytes(try recording.segment(n))
+    }
+
+    static func jsonBytes(_ bytes: [UInt8]) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
     // MARK: Actions

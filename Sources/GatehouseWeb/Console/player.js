@@ -36,8 +36,8 @@ const GatehousePlayer = (() => {
       speed = parseFloat(speedSelect.value);
       create(at, playing);
     } }, ...[0.5, 1, 2, 4, 8, 16].map((s) => el("option", { value: s, selected: s === 1 }, s + "×")));
-    const previous = el("button", { id: "prev-command", title: "Previous command", onclick: () => player.seek({ marker: "prev" }) }, "⏮ Command");
-    const next = el("button", { id: "next-command", title: "Next command", onclick: () => player.seek({ marker: "next" }) }, "Command ⏭");
+    const previous = el("button", { id: "prev-command", title: "Previous command", onclick: () => player.seek({ marker: "prev" }) }, "‹ Previous command");
+    const next = el("button", { id: "next-command", title: "Next command", onclick: () => player.seek({ marker: "next" }) }, "Next command ›");
     const full = el("button", { id: "fullscreen", onclick: () => container.requestFullscreen && container.requestFullscreen() }, "Full screen");
     controls.replaceChildren(playButton, speedSelect, previous, next, full, timeLabel);
 

@@ -91,6 +91,7 @@
       el("button", { disabled: page >= pages, onclick: () => { page++; loadHistory(); } }, "Next ›"));
   }
 
+  window.addEventListener("hashchange", () => show(location.hash === "#history" ? "history" : "online"));
   await loadOnline();
   show(location.hash === "#history" ? "history" : "online");
 })();
