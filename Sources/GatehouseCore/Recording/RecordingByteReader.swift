@@ -260,54 +260,77 @@ struct RecordingLineReader {
     static let maxLineLength = 64 << 20
 
     let reader: RecordingByteReader
-    private var buffer: [UInt8] = []
-    private var start = 0
-    /// Uncompressed offset of buffer[start].
+    private let storage: Storage
+    /// Uncompressed offset of the next line.
     private(set) var offset: Int
     private var atEnd = false
-    private let chunk = 256 * 1024
 
-    init(_ reader: RecordingByteReader) {
+    /// The buffer: bytes [start, count) are read and not yet returned.
+    private final class Storage {
+        var base: UnsafeMutableRawPointer
+        var capacity: Int
+        var start = 0
+        var count = 0
+        init(capacity: Int) {
+            self.capacity = capacity
+            base = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
+        }
+        deinit { base.deallocate() }
+    }
+
+    init(_ reader: RecordingByteReader, bufferSize: Int = 256 * 1024) {
         self.reader = reader
+        storage = Storage(capacity: bufferSize)
         offset = reader.position
     }
 
     mutating func next() throws -> Line? {
-        var searchFrom = start
+        let s = storage
+        var searchFrom = s.start
         while true {
-            let found: Int? = buffer.withUnsafeBufferPointer { b in
-                guard searchFrom < b.count else { return nil }
-                let p = memchr(b.baseAddress! + searchFrom, 0x0A, b.count - searchFrom)
-                return p.map { b.baseAddress!.distance(to: $0.assumingMemoryBound(to: UInt8.self)) }
-            }
-            if let newline = found {
-                let line = Line(offset: offset, bytes: Array(buffer[start..<newline]), terminated: true)
-                offset += newline + 1 - start
-                start = newline + 1
+            if searchFrom < s.count, let p = memchr(s.base + searchFrom, 0x0A, s.count - searchFrom) {
+                let newline = s.base.distance(to: p)
+                let line = Line(offset: offset, bytes: take(s.start, newline - s.start), terminated: true)
+                offset += newline + 1 - s.start
+                s.start = newline + 1
                 return line
             }
-            if buffer.count - start > Self.maxLineLength {
+            if s.count - s.start > Self.maxLineLength {
                 throw RecordingAccessError.corrupt(path: reader.path,
                                                    reason: "a line longer than \(Self.maxLineLength) bytes at offset \(offset)")
             }
             if atEnd {
-                guard start < buffer.count else { return nil }
-                let line = Line(offset: offset, bytes: Array(buffer[start...]), terminated: false)
-                offset += buffer.count - start
-                start = buffer.count
+                guard s.start < s.count else { return nil }
+                let line = Line(offset: offset, bytes: take(s.start, s.count - s.start), terminated: false)
+                offset += s.count - s.start
+                s.start = s.count
                 return line
             }
-            // Compact, then read more.
-            if start > 0 {
-                buffer.removeSubrange(0..<start)
-                start = 0
+            // Move what is left to the front (growing the buffer for a long line), then read more.
+            let left = s.count - s.start
+            if left > s.capacity / 2 {
+                let bigger = UnsafeMutableRawPointer.allocate(byteCount: s.capacity * 2, alignment: 16)
+                bigger.copyMemory(from: s.base + s.start, byteCount: left)
+                s.base.deallocate()
+                s.base = bigger
+                s.capacity *= 2
+            } else if s.start > 0 {
+                memmove(s.base, s.base + s.start, left)
             }
-            searchFrom = buffer.count
-            let old = buffer.count
-            buffer.append(contentsOf: repeatElement(0, count: chunk))
-            let n = try buffer.withUnsafeMutableBytes { try reader.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[old...])) }
-            buffer.removeSubrange((old + n)...)
+            s.start = 0
+            s.count = left
+            searchFrom = left
+            let n = try reader.read(into: UnsafeMutableRawBufferPointer(start: s.base + left, count: s.capacity - left))
+            s.count += n
             if n == 0 { atEnd = true }
+        }
+    }
+
+    private func take(_ from: Int, _ count: Int) -> [UInt8] {
+        let source = storage.base + from
+        return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            if count > 0 { UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: source, byteCount: count) }
+            initialized = count
         }
     }
 }
