@@ -109,6 +109,36 @@ def proc_cpu(pid: int) -> float | None:
         return None
 
 
+def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each thread of `pid`: {tid: (name with digits as #, seconds)}."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        name = re.sub(r"\d+", "#", st[st.index("(") + 1:st.rindex(")")])
+        fields = st[st.rindex(")") + 2:].split()
+        out[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def thread_cpu_delta(before: dict, after: dict) -> dict[str, float]:
+    """CPU seconds per thread name between two `thread_cpu` samples (threads that ended in between are lost)."""
+    out: dict[str, float] = {}
+    for tid, (name, cpu) in after.items():
+        d = cpu - (before[tid][1] if tid in before else 0.0)
+        if d > 0:
+            out[name] = out.get(name, 0.0) + d
+    return out
+
+
 def machine_cpu() -> tuple[int, int]:
     """(busy, total) jiffies over all CPUs."""
     with open("/proc/stat") as f:
@@ -223,7 +253,9 @@ async def active_watcher(w: Watcher, url: str, token: str) -> None:
                 now = time.monotonic()
                 w.messages += 1
                 w.bytes += len(msg)
-                n = msg.count(b"\n")
+                # asciicast lines: one per message (the "v2.asciicast" protocol) or several,
+                # newline-separated (older gateways); the first line of the stream is the header
+                n = msg.count(b"\n") + (1 if msg and not msg.endswith(b"\n") else 0)
                 if header:
                     header = False
                     n -= 1
@@ -358,6 +390,20 @@ class LiveBench:
         if digest:
             log("gateway stderr:\n" + "\n".join("    " + l for l in digest.splitlines()[-15:]))
 
+    async def gateway_idle(self, timeout: float = 20.0) -> float:
+        """Waits until the gateway uses (almost) no CPU for 0.5 s: it compresses each finished recording
+        in the background, which must not overlap the next measurement. Returns the seconds waited."""
+        t0 = time.monotonic()
+        pid = self.gw.proc.pid
+        while time.monotonic() - t0 < timeout:
+            c0 = proc_cpu(pid)
+            await asyncio.sleep(0.5)
+            c1 = proc_cpu(pid)
+            if c0 is None or c1 is None or c1 - c0 <= 0.03:
+                return time.monotonic() - t0
+        log(f"the gateway was still busy after {timeout:.0f} s of waiting for it to go idle")
+        return time.monotonic() - t0
+
     # ---- one measurement
 
     async def measure(self, cond: dict, rnd: int) -> dict:
@@ -365,6 +411,7 @@ class LiveBench:
         via_gw = cond["path"] == "gatehouse"
         since = H.file_size(self.gw.log_path)
         res = {"cond": cond["key"], "round": rnd}
+        res["idle_wait_s"] = await self.gateway_idle()
         if via_gw:
             deadline = time.monotonic() + 30
             while await self.online():
@@ -404,9 +451,12 @@ class LiveBench:
                     return item
 
         watchers: list[Watcher] = []
+        reniced = False
         try:
+            # -echo: the keystrokes below are not echoed; `read y` keeps the session (and its
+            # watchers) open after the output, until the benchmark has looked at them
             ssh.stdin.write(f"stty -echo; printf 'GH%s\\n' -READY-; read x; seq 1 {a.lines}; "
-                            f"printf 'GH%s\\n' -DONE-; exit\n".encode())
+                            f"printf 'GH%s\\n' -DONE-; read y; exit\n".encode())
             ssh.stdin.flush()
             await expect("ready", 30)
             sid = None
@@ -417,6 +467,11 @@ class LiveBench:
                 sid = sessions[0]["id"]
                 res["rss_idle_kib"] = vm_status(self.gw.proc.pid).get("VmRSS")
             n_stalled = cond["stalled"]
+            if cond.get("nice"):
+                # this thread only (Linux nice is per thread): the watchers' event loop; the ssh client,
+                # the terminal reader and its pump thread were started before and keep their priority
+                os.setpriority(os.PRIO_PROCESS, 0, cond["nice"])
+                reniced = True
             if cond["watchers"]:
                 path = f"/api/v1/sessions/{sid}/live"
                 url = f"ws://127.0.0.1:{self.gw.web_port}{path}"
@@ -453,6 +508,7 @@ class LiveBench:
                 res["fds_attached"] = st.get("fds")
                 res["hwm_reset"] = reset_hwm(gpid)
                 gcpu0 = proc_cpu(gpid)
+                threads0 = thread_cpu(gpid)
             mcpu0, own0 = machine_cpu(), time.process_time()
             t0 = time.monotonic()
             ssh.stdin.write(b"\n")
@@ -467,6 +523,7 @@ class LiveBench:
             res["bench_cpu_s"] = own1 - own0
             if via_gw:
                 res["gw_cpu_s"] = (proc_cpu(gpid) or 0) - (gcpu0 or 0)
+                res["gw_threads_cpu_s"] = thread_cpu_delta(threads0, thread_cpu(gpid))
                 st = vm_status(gpid)
                 res["rss_end_kib"] = st.get("VmRSS")
                 res["hwm_kib"] = st.get("VmHWM") if res["hwm_reset"] else None
@@ -475,6 +532,15 @@ class LiveBench:
                     res["watchers_listed_at_end"] = len(shown.get("watchers") or []) if status == 200 else None
             if res["bytes"] != self.expected:
                 res["byte_mismatch"] = f"{res['bytes']} bytes between the markers, expected {self.expected}"
+            active = [w for w in watchers if not w.stalled]
+            if active:
+                # the session is idle now: give the reading watchers time to catch up
+                deadline = time.monotonic() + 20
+                while any(w.done_at is None and not w.task.done() for w in active) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                res["rss_caught_up_kib"] = vm_status(gpid).get("VmRSS")
+            ssh.stdin.write(b"\n")  # ends the session
+            ssh.stdin.flush()
             await expect("eof", 60)
             t_eof = time.monotonic()
             for _ in range(200):
@@ -483,7 +549,6 @@ class LiveBench:
                 await asyncio.sleep(0.05)
             res["ssh_rc"] = ssh.poll()
             if watchers:
-                active = [w for w in watchers if not w.stalled]
                 done, pending = await asyncio.wait([w.task for w in active], timeout=30)
                 res["active_not_closed_30s"] = len(pending)
                 res["active_closed_after_s"] = time.monotonic() - t_eof
@@ -494,6 +559,8 @@ class LiveBench:
                                    for w in watchers]
                 res["lag_s"] = lag
         finally:
+            if reniced:
+                os.setpriority(os.PRIO_PROCESS, 0, 0)
             for w in watchers:
                 if w.sock is not None:
                     w.sock.close()
@@ -514,7 +581,7 @@ class LiveBench:
             deadline = time.monotonic() + 30
             while await self.online() and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
-            await asyncio.sleep(1.0)
+            await self.gateway_idle()
             st = vm_status(self.gw.proc.pid)
             res["rss_after_kib"] = st.get("VmRSS")
             res["fds_after"] = st.get("fds")
@@ -535,6 +602,9 @@ class LiveBench:
         conds.append({"key": "gh0", "label": "Gatehouse, 0 watchers", "path": "gatehouse", "watchers": 0, "stalled": 0})
         conds.append({"key": "active", "label": f"Gatehouse, {a.watchers} reading watchers", "path": "gatehouse",
                       "watchers": a.watchers, "stalled": 0})
+        if a.niced:
+            conds.append({"key": "niced", "label": f"Gatehouse, {a.watchers} reading watchers at nice {a.niced}",
+                          "path": "gatehouse", "watchers": a.watchers, "stalled": 0, "nice": a.niced})
         if a.stalled:
             conds.append({"key": "stalled", "label": f"Gatehouse, {a.watchers} watchers ({a.watchers - a.stalled} reading, "
                                                      f"{a.stalled} stalled)",
@@ -607,8 +677,11 @@ def render(res: dict, info: dict, a) -> str:
              f"to the end-of-output marker arriving at the client's terminal reader (a separate process, so the watchers "
              f"cannot slow the reader). Watchers: WebSocket `/api/v1/sessions/{{id}}/live` clients (Python `websockets`, "
              f"all in the benchmark's one asyncio process on the same 2 CPUs) attached before the output starts; "
-             f"\"stalled\" = handshake, 4 KiB receive buffer, never read. {a.rounds} rounds, conditions interleaved, order "
-             f"rotated each round; median [min–max].")
+             f"\"stalled\" = handshake, 4 KiB receive buffer, never read"
+             + (f"; \"at nice {a.niced}\" = the same reading watchers with the benchmark's event-loop thread at nice "
+                f"{a.niced}, so they get CPU only when the session, the gateway and sshd leave some (a stand-in for "
+                f"watchers on other machines; the gateway's own work for them is unchanged)" if a.niced else "")
+             + f". {a.rounds} round{'s' if a.rounds != 1 else ''}, conditions interleaved, order rotated each round; median [min–max].")
     L.append("")
     base = [r["mbs"] for r in by.get("gh0", [])]
     L.append("| condition | n | seconds | MB/s | ÷ 0 watchers (medians) | ÷ 0 watchers (per round) | gateway CPU s | benchmark process CPU s | machine busy % |")
@@ -621,7 +694,7 @@ def render(res: dict, info: dict, a) -> str:
             continue
         mbs = [r["mbs"] for r in rows]
         per_round = []
-        for r in rows:
+        for r in rows if c["key"] != "direct" else []:
             b = next((x for x in by.get("gh0", []) if x["round"] == r["round"]), None)
             if b:
                 per_round.append(r["mbs"] / b["mbs"])
@@ -638,13 +711,28 @@ def render(res: dict, info: dict, a) -> str:
                  f"the throughput of a direct `ssh -tt` to the asset (the relay, recorder and command extractor).")
         L.append("")
     verdicts = []
-    for key in ("active", "stalled"):
+    for key in ("active", "niced", "stalled"):
         if key in ratios and ratios[key][0]:
             rm, rp = ratios[key]
             verdicts.append(f"{next(c['label'] for c in conds if c['key'] == key)}: {rm:.2f}× of the 0-watcher throughput "
                             f"(per-round ratio median {fmt(rp, 2)}×) — {'meets' if rm >= 0.90 else 'misses'} the ≥ 0.90 target")
     if verdicts:
         L.append("**Ratio:** " + "; ".join(verdicts) + ".")
+        L.append("")
+    # where the gateway's CPU went
+    lines_t = []
+    for c in conds:
+        rows = [r for r in by[c["key"]] if r.get("gw_threads_cpu_s") is not None]
+        if c["path"] != "gatehouse" or not rows:
+            continue
+        names = sorted({n for r in rows for n in r["gw_threads_cpu_s"]})
+        per = {n: med([r["gw_threads_cpu_s"].get(n, 0.0) for r in rows]) for n in names}
+        top = [f"`{n}` {v:.2f}" for n, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.02][:6]
+        lines_t.append(f"- {c['label']}: " + (", ".join(top) or "–"))
+    if lines_t:
+        L.append("Gateway CPU seconds during the output by thread name (median per session; digits shown as #):")
+        L.append("")
+        L += lines_t
         L.append("")
     # per watcher
     L.append("Per watcher (all rounds pooled; one row per kind of watcher): bytes = WebSocket payload received "
@@ -679,7 +767,7 @@ def render(res: dict, info: dict, a) -> str:
     # memory
     L.append("Gateway memory (VmRSS, MiB; peak = VmHWM after resetting it just before the output started):")
     L.append("")
-    L.append("| condition | session idle, no watcher | watchers attached, before output | peak during output | end of output | after the session ended (1 s) | fds attached |")
+    L.append("| condition | session idle, no watcher | watchers attached, before output | peak during output | end of output | after the session ended (gateway idle) | fds attached |")
     L.append("|---|---|---|---|---|---|---|")
     for c in conds:
         rows = by[c["key"]]
@@ -691,6 +779,14 @@ def render(res: dict, info: dict, a) -> str:
                  f"{rng([r.get('rss_end_kib') for r in rows], 1, mib)} | {rng([r.get('rss_after_kib') for r in rows], 1, mib)} | "
                  f"{rng([r.get('fds_attached') for r in rows], 0)} |")
     L.append("")
+    first = next((r for r in res["rounds"] if r.get("watchers")), None)
+    if first:
+        n = len(first["watchers"])
+        L.append(f"First session with watchers on this (fresh) gateway: RSS {first['rss_attached_kib'] / 1024:.1f} MiB with "
+                 f"{n} watchers attached, peak {fmt((first.get('hwm_kib') or 0) / 1024)} MiB during the output "
+                 f"(≈ {((first.get('hwm_kib') or 0) - first['rss_attached_kib']) / n:.0f} KiB per watcher), "
+                 f"{first['rss_after_kib'] / 1024:.1f} MiB after the session and its watchers were gone.")
+        L.append("")
     gw_rows = [r for r in res["rounds"] if "rss_after_kib" in r]
     if gw_rows:
         L.append(f"RSS over the run: {res['rss_start_kib'] / 1024:.1f} MiB at the start (fresh gateway), "
@@ -759,10 +855,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="What live WebSocket watchers cost a busy Gatehouse session. "
                                              "See benchmarks/README.md.")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 20 watchers (5 stalled), 1,000,000 lines")
-    ap.add_argument("--rounds", "-n", type=int, help="rounds (default 5)")
+    ap.add_argument("--rounds", "-n", type=int, help="rounds (default 7)")
     ap.add_argument("--watchers", type=int, help="watchers per watched condition (default 100)")
     ap.add_argument("--stalled", type=int, help="of those, stalled ones in the third condition (default 20; 0 = skip it)")
-    ap.add_argument("--lines", type=int, help="`seq 1 LINES` is the busy output (default 3,000,000: 23.9 MB)")
+    ap.add_argument("--lines", type=int, help="`seq 1 LINES` is the busy output (default 5,000,000: 43.9 MB with CR LF)")
+    ap.add_argument("--niced", type=int, help="also run the reading watchers with their event loop at this nice value "
+                                              "(default 19 as root, 0 = skip; needs root to return to 0 afterwards)")
     ap.add_argument("--no-direct", action="store_true", help="skip the direct (no gateway) reference")
     ap.add_argument("--settle", type=float, default=1.0, help="seconds between attaching the watchers and starting the output")
     ap.add_argument("--timeout", type=float, default=180, help="limit for one busy output (s)")
@@ -770,17 +868,23 @@ def main() -> int:
     ap.add_argument("--scratch-path", type=Path, default=REPO / ".build-bench",
                     help="SwiftPM build dir for the release build (default .build-bench, so it never waits on .build)")
     ap.add_argument("--no-build", action="store_true", help="do not run `swift build -c release --product gatehouse` first")
+    ap.add_argument("--commit", help="what to record as the measured commit, for a binary built elsewhere "
+                                     "(default: `git rev-parse --short HEAD` of this repo, +uncommitted-changes if Sources/ is dirty)")
     ap.add_argument("--results", type=Path, help="write the Markdown section into this file (replaces the section if present)")
     ap.add_argument("--write-results", action="store_true", help="same as --results benchmarks/RESULTS.md")
     ap.add_argument("--json", type=Path, help="also dump the raw per-round results as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (gateway log, configs)")
     a = ap.parse_args()
     q = a.quick
-    a.rounds = a.rounds or (1 if q else 5)
+    a.rounds = a.rounds or (1 if q else 7)
     a.watchers = a.watchers if a.watchers is not None else (20 if q else 100)
     a.stalled = a.stalled if a.stalled is not None else (5 if q else 20)
     a.stalled = min(a.stalled, a.watchers)
-    a.lines = a.lines or (1_000_000 if q else 3_000_000)
+    a.lines = a.lines or (1_000_000 if q else 5_000_000)
+    if a.niced is None:
+        a.niced = 19 if os.geteuid() == 0 else 0
+    elif a.niced and os.geteuid() != 0:
+        ap.error("--niced needs root (the benchmark's thread has to return to nice 0 after each niced run)")
     a.gatehouse_bin = (a.gatehouse_bin or a.scratch_path / "release" / "gatehouse").resolve()
     results_path = a.results or (BENCH_DIR / "RESULTS.md" if a.write_results else None)
 
@@ -809,6 +913,8 @@ def main() -> int:
         return 2
 
     info = H.machine_info(a)
+    if a.commit:
+        info["commit"], info["dirty"] = a.commit, False
     bench = LiveBench(a)
     bench.results["started"] = datetime.datetime.now().astimezone()
     bench.results["expected"] = bench.expected
