@@ -14,7 +14,7 @@ struct SegmentedRecording {
     let starts: [Double]
 
     init(path: String, live: Bool) throws {
-        seeker = try RecordingSeeker(path: path, persistIndex: !live)
+        seeker = try RecordingSeeker(path: path, persistIndex: true)
         var starts: [Double] = [0]
         for keyframe in seeker.index.keyframes where keyframe.time > starts.last! + 0.001 && keyframe.time < seeker.duration {
             starts.append(keyframe.time)

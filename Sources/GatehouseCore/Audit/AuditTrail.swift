@@ -91,6 +91,7 @@ public final class AuditTrail: @unchecked Sendable {
                 }
                 if FileManager.default.fileExists(atPath: path), (try? Gzip.compressFile(path, to: path + ".gz")) != nil {
                     unlink(path)
+                    RecordingIndex.removeIndex(forRecording: path)
                     record.recording = relative + ".gz"
                 }
             }
@@ -126,7 +127,10 @@ public final class AuditTrail: @unchecked Sendable {
         let cutoff = now.addingTimeInterval(-Double(days) * 86400)
         var count = 0
         for var record in try store.sessionsWithRecordings(startedBefore: cutoff) {
-            if let relative = record.recording { unlink(recordingPath(relative)) }
+            if let relative = record.recording {
+                unlink(recordingPath(relative))
+                RecordingIndex.removeIndex(forRecording: recordingPath(relative))
+            }
             record.recording = nil
             try store.update(record)
             try store.addActivity(sessionID: record.id, Activity(.recordingDeleted, "recording deleted after \(days) days (retention)"))

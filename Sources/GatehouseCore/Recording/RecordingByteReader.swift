@@ -51,11 +51,13 @@ public final class RecordingByteReader {
     private let inputCapacity = 256 * 1024
     private var input: UnsafeMutablePointer<UInt8>?
 
-    /// `accessPoints`: pass them when already known (nil: read from the file's header).
+    /// Opens `path` at the uncompressed `offset` (past the end: nothing to read); a gzip file's
+    /// access points are read from its header.
     public convenience init(path: String, offset: Int = 0) throws {
         try self.init(path: path, offset: offset, accessPoints: .unknown)
     }
 
+    /// The same with the access points already known (nil: none, decompress from the start).
     public convenience init(path: String, offset: Int, accessPoints: GzipAccessPoints?) throws {
         try self.init(path: path, offset: offset, accessPoints: .known(accessPoints))
     }
@@ -103,9 +105,12 @@ public final class RecordingByteReader {
                 }
             }
             try skip(offset - position)
-        } catch {
+        } catch let error as RecordingAccessError {
             release()
             throw error
+        } catch {
+            release()
+            throw RecordingAccessError.io(path: path, reason: "\(error)")
         }
     }
 

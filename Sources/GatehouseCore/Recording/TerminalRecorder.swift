@@ -205,6 +205,9 @@ public final class TerminalRecorder: @unchecked Sendable {
                 do {
                     try Gzip.compressFile(path, to: path + ".gz")
                     unlink(path)
+                    RecordingIndex.removeIndex(forRecording: path)
+                    // Index it now, on this background queue, so the first replay starts at once.
+                    _ = try? RecordingIndex.loadOrBuild(recording: path + ".gz")
                     completion(.success(path + ".gz"))
                 } catch {
                     completion(.success(path))
