@@ -11,7 +11,7 @@ import NIOCore
 enum LiveSocket {
     /// At most one message per this interval: output in between is batched.
     static let frameInterval: Duration = .milliseconds(20)
-    static let batchLimit = 256 * 1024
+    static let batchLimit = 32 * 1024
 
     static func serve(api: API, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter,
                       context: WebSocketRouterContext<WebContext>) async throws {

@@ -58,11 +58,14 @@ final class LiveChannelTests: XCTestCase {
         queue.setSpecific(key: onSessionQueue, value: true)
     }
 
-    func channel(columns: Int = 80, rows: Int = 24, options: LiveChannel.Options = .init(),
+    /// `screenReuse` is off unless a test asks: most tests follow one watcher's screen requests.
+    func channel(columns: Int = 80, rows: Int = 24, options: LiveChannel.Options = .init(), screenReuse: TimeInterval = 0,
                  screen: (@Sendable () -> [UInt8])? = nil,
                  type: @escaping ([UInt8], String) -> Void = { _, _ in },
                  announce: @escaping (String) -> Void = { _ in }) -> LiveChannel {
         let bytes = screenBytes
+        var options = options
+        options.screenReuse = screenReuse
         return LiveChannel(sessionID: "s1", owner: "alice", asset: "web01", started: Date(), columns: columns, rows: rows,
                            sessionQueue: queue, options: options, screen: screen ?? { bytes },
                            hooks: .init(type: type, announce: announce))
@@ -491,5 +494,39 @@ final class LiveChannelTests: XCTestCase {
             queue.sync { live.end("done") }
             XCTAssertEqual(w.read(), .ended("done"))
         }
+    }
+
+    func testAWatcherFarBehindTheSessionGetsTheScreenNotTheBacklog() {
+        var options = LiveChannel.Options()
+        options.catchUp = 1000
+        let taken = Recorder<Int>()
+        let live = channel(options: options, screen: { taken.add(1); return Array("screen".utf8) })
+        let wakes = WakeCounter()
+        let w = live.attach(name: "w", wake: wakes.wake)
+        _ = readScreen(w, wakes)
+        queue.sync { live.out(String(repeating: "x", count: 600)) }
+        XCTAssertEqual(w.read().events, [output(String(repeating: "x", count: 600))], "a little behind: the bytes")
+        queue.sync { for _ in 0..<5 { live.out(String(repeating: "y", count: 600)) } }
+        XCTAssertEqual(w.read(), .nothing, "3000 bytes behind: a screen is on its way instead")
+        wakes.waitForWake()
+        XCTAssertEqual(w.read().events, [.screen(Array("screen".utf8), columns: 80, rows: 24)])
+        queue.sync { live.out("after") }
+        XCTAssertEqual(w.read().events, [output("after")])
+        XCTAssertEqual(taken.all.count, 2)
+    }
+
+    func testWatchersSkippedAheadTogetherShareOneScreen() {
+        var options = LiveChannel.Options()
+        options.window = 100
+        let taken = Recorder<Int>()
+        let live = channel(options: options, screenReuse: 10, screen: { taken.add(1); return Array("screen".utf8) })
+        let first = WakeCounter(), second = WakeCounter()
+        let a = live.attach(name: "a", wake: first.wake), b = live.attach(name: "b", wake: second.wake)
+        _ = readScreen(a, first)
+        XCTAssertEqual(b.read().events, [.screen(Array("screen".utf8), columns: 80, rows: 24)], "the recent screen, at once")
+        queue.sync { live.out("next") }
+        XCTAssertEqual(a.read().events, [output("next")])
+        XCTAssertEqual(b.read().events, [output("next")], "both continue from the same point")
+        XCTAssertEqual(taken.all.count, 1, "one screen for both")
     }
 }

@@ -14,6 +14,12 @@ public final class LiveChannel: @unchecked Sendable {
         public var window = 1 << 20
         /// A watcher that is behind and has not read for this long is dropped.
         public var stallLimit: TimeInterval = 10
+        /// A watcher further behind the session than this gets the current screen instead of
+        /// the backlog: nobody reads a flood, and a flood sent to every watcher would cost
+        /// the session the CPU it needs.
+        public var catchUp = 64 * 1024
+        /// Watchers skipped ahead within this long of each other share one screen.
+        public var screenReuse: TimeInterval = 0.05
         public init() {}
     }
 
@@ -49,7 +55,12 @@ public final class LiveChannel: @unchecked Sendable {
 
     private let lock = NSLock()
     private var log: [Stamped] = []
+    /// Bytes appended before each log entry, counted since the channel began.
+    private var logStarts: [Int] = []
+    private var appended = 0
     private var logBytes = 0
+    /// The last screen taken, and the log position it stands for.
+    private var recentScreen: (seq: Int, stamped: Stamped, taken: DispatchTime)?
     /// Sequence number of `log[0]`.
     private var firstSeq = 0
     private var nextSeq: Int { firstSeq + log.count }
@@ -148,10 +159,18 @@ public final class LiveChannel: @unchecked Sendable {
         var dropped: [LiveWatcher] = []
         lock.withLock {
             log.append(Stamped(time: time, event: event))
+            logStarts.append(appended)
+            appended += bytes
             logBytes += bytes
-            while logBytes > options.window, log.count > 1 {
-                logBytes -= Self.weight(log.removeFirst().event)
-                firstSeq += 1
+            if logBytes > options.window, log.count > 1 {
+                var drop = 0
+                while logBytes > options.window, log.count - drop > 1 {
+                    logBytes -= Self.weight(log[drop].event)
+                    drop += 1
+                }
+                log.removeFirst(drop)
+                logStarts.removeFirst(drop)
+                firstSeq += drop
             }
             let now = Date()
             for (id, w) in watchers {
@@ -213,9 +232,8 @@ public final class LiveChannel: @unchecked Sendable {
     func read(_ watcher: LiveWatcher, limit: Int) -> Read {
         let resync: Bool = lock.withLock {
             watcher.lastRead = Date()
-            guard watcher.cursor < firstSeq, endReason == nil, !watcher.resyncing else { return false }
-            watcher.armWake()
-            return true
+            guard isBehind(watcher), endReason == nil, !watcher.resyncing, watcher.pendingScreen == nil else { return false }
+            return !reuseScreen(for: watcher)
         }
         if resync {
             requestScreen(for: watcher)
@@ -248,14 +266,36 @@ public final class LiveChannel: @unchecked Sendable {
         }
     }
 
+    /// Out of the window, or further behind than `catchUp`. Under the lock.
+    private func isBehind(_ watcher: LiveWatcher) -> Bool {
+        if watcher.cursor < firstSeq { return true }
+        guard watcher.cursor < nextSeq else { return false }
+        return appended - logStarts[watcher.cursor - firstSeq] > options.catchUp
+    }
+
+    /// Gives a behind watcher the screen another one got a moment ago, if it is recent and
+    /// still in the window. Under the lock; true when done.
+    private func reuseScreen(for watcher: LiveWatcher) -> Bool {
+        guard let recent = recentScreen, recent.seq >= firstSeq,
+              DispatchTime.now().uptimeNanoseconds - recent.taken.uptimeNanoseconds < UInt64(options.screenReuse * 1e9) else { return false }
+        watcher.pendingScreen = recent.stamped
+        watcher.cursor = recent.seq
+        watcher.skips += 1
+        return true
+    }
+
     /// Takes the screen on the session's queue, so that it and the cursor agree exactly.
     private func requestScreen(for watcher: LiveWatcher) {
-        lock.withLock { watcher.resyncing = true }
+        lock.withLock {
+            watcher.resyncing = true
+            watcher.armWake()
+        }
         sessionQueue.async { [self] in
             let bytes = screen()
             let wake: (@Sendable () -> Void)? = lock.withLock {
                 let stamped = Stamped(time: Date().timeIntervalSince(started),
                                       event: .screen(bytes, columns: size.columns, rows: size.rows))
+                recentScreen = (nextSeq, stamped, .now())
                 watcher.pendingScreen = stamped
                 watcher.cursor = nextSeq
                 watcher.resyncing = false
