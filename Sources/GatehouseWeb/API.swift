@@ -293,8 +293,13 @@ struct API: Sendable {
     private func segmented(_ request: Request, _ context: WebContext) throws -> (SessionRecord, SegmentedRecording) {
         let record = try visibleSession(request, context, caller: try authenticate(request))
         guard let relative = record.recording else { throw APIError(.notFound, "session \(record.shortID) has no recording") }
+        var idle: Double?
+        if let text = request.uri.queryParameters["idle"], !text.isEmpty {
+            guard let limit = Double(text), (0.5...60).contains(limit) else { throw APIError(.badRequest, "idle must be seconds from 0.5 to 60") }
+            idle = limit
+        }
         do {
-            return (record, try SegmentedRecording(path: audit.recordingPath(relative), live: record.state == .online))
+            return (record, try SegmentedRecording(path: audit.recordingPath(relative), idleLimit: idle))
         } catch {
             logger.error("cannot read recording", metadata: ["session": "\(record.shortID)", "error": "\(error)"])
             throw APIError(.unprocessableContent, "the recording of session \(record.shortID) cannot be read: \(error)")
@@ -303,7 +308,8 @@ struct API: Sendable {
 
     func segmentIndex(_ request: Request, _ context: WebContext) async throws -> Response {
         let (record, recording) = try segmented(request, context)
-        return Self.jsonBytes(recording.index { "/api/v1/sessions/\(record.id)/recording/segments/\($0)" })
+        let query = request.uri.queryParameters["idle"].map { "?idle=\($0)" } ?? ""
+        return Self.jsonBytes(recording.index { "/api/v1/sessions/\(record.id)/recording/segments/\($0)\(query)" })
     }
 
     func segment(_ request: Request, _ context: WebContext) async throws -> Response {

@@ -139,6 +139,11 @@ def test_console_from_live_monitor_to_replay(gateway, browser):
          "the replay at the command's moment")
     wait(driver, text_in(driver, "#player", "console-42-seen"), "the command's output in the replay")
     shot(driver, "06-replay-at-command")
+    # Skipping idle time keeps the place in the recording.
+    driver.find_element(By.ID, "skip-idle").click()
+    wait(driver, lambda d: abs(float(d.find_element(By.ID, "player").get_attribute("data-time") or -1) - offset) < 2.5,
+         "the same moment with idle time skipped")
+    wait(driver, text_in(driver, "#player", "console-42-seen"), "the replay with idle time skipped")
 
     # Download: the recording file, playable by asciinema.
     driver.find_element(By.CSS_SELECTOR, "#download button").click()

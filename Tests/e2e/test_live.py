@@ -561,3 +561,42 @@ def test_recorded_input_names_its_author(make_gateway):
     assert "echo from-bob-$((2*2))" in typed["bob"], typed
     assert "echo from-alice-$((3*3))" in typed["alice"], typed
     assert "from-alice" not in typed["bob"] and "from-bob" not in typed["alice"], typed
+
+
+def check_segmented(index, segments):
+    """The rules asciinema-player enforces on a segmented recording."""
+    starts = [s["start"] for s in index["segments"]]
+    assert starts[0] == 0 and all(a < b for a, b in zip(starts, starts[1:])) and starts[-1] < index["duration"] or len(starts) == 1
+    for n, seg in enumerate(segments):
+        times = [e[0] for e in seg["events"]]
+        end = starts[n + 1] if n + 1 < len(starts) else index["duration"]
+        assert times and all(a <= b for a, b in zip(times, times[1:])), n
+        assert times[0] >= starts[n] and (times[-1] < end if n + 1 < len(starts) else times[-1] == end), (n, times[0], times[-1], end)
+        if n > 0:
+            assert times[0] == starts[n]
+    markers = [m[0] for m in index.get("markers", [])]
+    assert markers == sorted(markers) and all(m <= index["duration"] for m in markers)
+
+
+def test_recording_segments_replay_long_output_and_skip_idle_time(gateway):
+    token = token_for(gateway, "audrey")
+    r = gateway.ssh("alice@web01", "head -c 9000000 /dev/zero | tr '\\0' x; sleep 4; echo idle-$((5+5))-over", options=["-tt"])
+    assert r.rc == 0 and "idle-10-over" in r.out
+    s = wait_until(lambda: next((x for x in api(gateway, "GET", "/api/v1/sessions?state=finished&user=alice&per_page=5", token=token)[1]["sessions"]
+                                 if x["has_recording"] and "idle-$((5+5))-over" in x["program"]), None), "the recorded session")
+    base = f"/api/v1/sessions/{s['id']}/recording/segments"
+    status, index, _ = api(gateway, "GET", base, token=token)
+    assert status == 200 and len(index["segments"]) >= 2, index  # keyframes at least every 4 MiB of output
+    segments = [api(gateway, "GET", seg["url"], token=token)[1] for seg in index["segments"]]
+    check_segmented(index, segments)
+    # Together the segments carry exactly the session's output; later ones start from a screen.
+    output = "".join(e[2] for seg in segments for e in seg["events"] if e[1] == "o")
+    assert output.count("x") == 9_000_000 and "idle-10-over" in output
+    assert "x" in segments[1]["snapshot"]["init"]
+    # Skipping idle time: the 4 s pause becomes 2 s, everywhere the player looks.
+    status, idle, _ = api(gateway, "GET", base + "?idle=2", token=token)
+    assert status == 200 and idle["gatehouse_idle_cuts"], idle
+    assert 1.5 < index["duration"] - idle["duration"] < 2.5, (index["duration"], idle["duration"])
+    check_segmented(idle, [api(gateway, "GET", seg["url"], token=token)[1] for seg in idle["segments"]])
+    assert api(gateway, "GET", base + "?idle=0", token=token)[0] == 400
+    assert api(gateway, "GET", base + "/99", token=token)[0] == 404

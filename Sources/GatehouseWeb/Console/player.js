@@ -14,20 +14,33 @@ const GatehousePlayer = (() => {
   // Replay: controls around the player; returns { seek(seconds), play() }.
   function replay({ container, controls, sessionId, duration, markers }) {
     if (typeof AsciinemaPlayer === "undefined") { missing(container); return null; }
-    let player = null, speed = 1;
-    const source = { url: `/api/v1/sessions/${sessionId}/recording/segments`, format: "segmented" };
+    let player = null, speed = 1, idle = false, cuts = [];
+    const base = `/api/v1/sessions/${sessionId}/recording/segments`;
+    // With idle skipping, the player's clock runs without the long pauses: our seek bar and
+    // the commands stay in recording time and are mapped to the player's.
+    function toPlayer(t) {
+      let cut = 0;
+      for (const [time, c] of cuts) { if (time <= t) cut = c; else break; }
+      return t - cut;
+    }
+    function toRecording(p) {
+      let cut = 0;
+      for (const [time, c] of cuts) { if (time - c <= p) cut = c; else break; }
+      return p + cut;
+    }
     const timeLabel = el("span", { className: "time", id: "player-time" }, "0:00 / " + clock(duration));
 
     function create(startAt, autoPlay) {
       if (player) player.dispose();
-      player = AsciinemaPlayer.create(source, container, { speed, startAt, autoPlay, fit: "width", terminalFontSize: "14px", preload: true });
+      const source = { url: idle ? base + "?idle=2" : base, format: "segmented" };
+      player = AsciinemaPlayer.create(source, container, { speed, startAt: toPlayer(startAt), autoPlay, fit: "width", terminalFontSize: "14px", preload: true });
       player.addEventListener("play", () => playButton.textContent = "Pause");
       player.addEventListener("pause", () => playButton.textContent = "Play");
       player.addEventListener("ended", () => playButton.textContent = "Play");
     }
-    function now() { return player ? (player.getCurrentTime() || 0) : 0; }
+    function now() { return player ? toRecording(player.getCurrentTime() || 0) : 0; }
     async function seek(seconds, play = true) {
-      await player.seek(Math.max(0, Math.min(seconds, duration)));
+      await player.seek(toPlayer(Math.max(0, Math.min(seconds, duration))));
       if (play) player.play();
     }
     const playButton = el("button", { id: "play", onclick: () => { if (playButton.textContent === "Pause") player.pause(); else player.play(); } }, "Play");
@@ -38,8 +51,15 @@ const GatehousePlayer = (() => {
     } }, ...[0.5, 1, 2, 4, 8, 16].map((s) => el("option", { value: s, selected: s === 1 }, s + "×")));
     const previous = el("button", { id: "prev-command", title: "Previous command", onclick: () => player.seek({ marker: "prev" }) }, "‹ Previous command");
     const next = el("button", { id: "next-command", title: "Next command", onclick: () => player.seek({ marker: "next" }) }, "Next command ›");
+    const idleBox = el("input", { type: "checkbox", id: "skip-idle", onchange: async () => {
+      const at = now(), playing = playButton.textContent === "Pause";
+      idle = idleBox.checked;
+      cuts = idle ? ((await Gatehouse.api(base + "?idle=2")).gatehouse_idle_cuts || []) : [];
+      create(at, playing);
+    } });
+    const idleLabel = el("label", { title: "Pauses longer than 2 s are shortened to 2 s" }, idleBox, " Skip idle time");
     const full = el("button", { id: "fullscreen", onclick: () => container.requestFullscreen && container.requestFullscreen() }, "Full screen");
-    controls.replaceChildren(playButton, speedSelect, previous, next, full, timeLabel);
+    controls.replaceChildren(playButton, speedSelect, previous, next, idleLabel, full, timeLabel);
 
     // Our own seek bar, with a tick per command, so a command is one click away.
     const timeline = document.getElementById("timeline"), played = document.getElementById("played");
