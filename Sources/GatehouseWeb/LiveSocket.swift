@@ -24,6 +24,9 @@ enum LiveSocket {
         }
         guard let live = session.live else { return }
         let channel = context.requestContext.channel
+        // A watcher needs little buffer; a small one makes a client that stopped reading show
+        // as stalled within a second instead of after megabytes of kernel buffering.
+        _ = try? await channel.setOption(ChannelOptions.socketOption(.so_sndbuf), value: 64 * 1024).get()
         let address = channel.remoteAddress?.ipAddress ?? "?"
         let (wakes, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let watcher = live.attach(name: caller.user, wake: { wake.yield() }, cutLoose: { reason in
@@ -44,15 +47,37 @@ enum LiveSocket {
                 // Watching is read-only: messages are read only to notice the close.
                 for try await _ in inbound {}
             }
+            let clock = WriteClock()
             group.addTask {
-                try await send(live: live, watcher: watcher, wakes: wakes, outbound: outbound)
+                try await send(live: live, watcher: watcher, wakes: wakes, outbound: outbound, clock: clock)
+            }
+            group.addTask {
+                // A watcher whose client stopped reading is cut loose; the session never waits.
+                while true {
+                    try await Task.sleep(for: .seconds(1))
+                    guard clock.pending > live.options.stallLimit else { continue }
+                    api.logger.notice("live watcher cut loose", metadata: ["session": "\(live.sessionID.prefix(8))", "user": "\(caller.user)",
+                                                                        "reason": "not reading for \(Int(live.options.stallLimit)) s"])
+                    channel.close(promise: nil)
+                    return
+                }
             }
             try await group.next()
             group.cancelAll()
         }
     }
 
-    private static func send(live: LiveChannel, watcher: LiveWatcher, wakes: AsyncStream<Void>, outbound: WebSocketOutboundWriter) async throws {
+    /// When the write in progress began: a client that stops reading leaves a write pending.
+    final class WriteClock: @unchecked Sendable {
+        private let lock = NSLock()
+        private var since: Date?
+        func start() { lock.withLock { since = Date() } }
+        func stop() { lock.withLock { since = nil } }
+        var pending: TimeInterval { lock.withLock { since.map { Date().timeIntervalSince($0) } ?? 0 } }
+    }
+
+    private static func send(live: LiveChannel, watcher: LiveWatcher, wakes: AsyncStream<Void>, outbound: WebSocketOutboundWriter,
+                             clock: WriteClock) async throws {
         // Times count from the moment this watcher attached (the screen is at 0): a live
         // stream has no past. Each message is one asciicast line, which is what players
         // speaking the "v2.asciicast" WebSocket protocol expect; output arriving within one
@@ -106,7 +131,9 @@ enum LiveSocket {
                     }
                 }
                 flushOutput()
+                clock.start()
                 for line in lines(out) { try await outbound.write(.text(line)) }
+                clock.stop()
                 try await Task.sleep(for: frameInterval)
             }
         }
