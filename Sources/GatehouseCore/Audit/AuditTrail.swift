@@ -159,6 +159,10 @@ public final class AuditSession: @unchecked Sendable {
         trail.write("activity") { try $0.addActivity(sessionID: id, activity) }
     }
 
+    public func transfer(_ transfer: TransferRecord) {
+        trail.write("transfer") { try $0.addTransfer(transfer) }
+    }
+
     public func command(_ command: CommandRecord) {
         trail.write("command") { try $0.addCommand(command) }
     }

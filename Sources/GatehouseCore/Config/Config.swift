@@ -60,6 +60,20 @@ public struct GatehouseConfig: Sendable {
         public var assets: [String]
         /// Empty means every account of the granted assets.
         public var accounts: [String]
+        /// What the grant allows; all of them unless the config says otherwise.
+        public var actions: Set<Action> = Set(Action.allCases)
+
+        public init(users: [String], assets: [String], accounts: [String], actions: Set<Action> = Set(Action.allCases)) {
+            self.users = users
+            self.assets = assets
+            self.accounts = accounts
+            self.actions = actions
+        }
+    }
+
+    /// What a grant allows on its accounts: log in, send files to the asset, fetch files from it.
+    public enum Action: String, Sendable, CaseIterable {
+        case connect, upload, download
     }
 
     /// Protection against password guessing: `maxFailures` failed logins for one user from one

@@ -277,7 +277,7 @@ private struct Reader {
         var grants: [GatehouseConfig.Grant] = []
         for (i, node) in list(f["grants"], "grants") {
             let p = "grants[\(i)]"
-            let g = fields(node, p, known: ["users", "assets", "accounts"])
+            let g = fields(node, p, known: ["users", "assets", "accounts", "actions"])
             let gUsers = strings(g["users"], "\(p).users")
             let gAssets = strings(g["assets"], "\(p).assets")
             let gAccounts = strings(g["accounts"], "\(p).accounts")
@@ -293,7 +293,18 @@ private struct Reader {
             for (k, a) in gAccounts.enumerated() where a != "*" && !allAccounts.contains(a) {
                 problem(g["accounts"]?.array()[k], "\(p).accounts[\(k)]", "no granted asset has an account named \"\(a)\"")
             }
-            grants.append(.init(users: gUsers, assets: gAssets, accounts: gAccounts.contains("*") ? [] : gAccounts))
+            var actions = Set(GatehouseConfig.Action.allCases)
+            if g["actions"] != nil {
+                actions = []
+                for (k, name) in strings(g["actions"], "\(p).actions").enumerated() {
+                    if let action = GatehouseConfig.Action(rawValue: name) { actions.insert(action) } else {
+                        problem(g["actions"]?.array()[k], "\(p).actions[\(k)]",
+                                "unknown action \"\(name)\" (known: \(GatehouseConfig.Action.allCases.map(\.rawValue).joined(separator: ", ")))")
+                    }
+                }
+                if !actions.contains(.connect) { problem(g["actions"], "\(p).actions", "must include connect (a grant without it allows nothing)") }
+            }
+            grants.append(.init(users: gUsers, assets: gAssets, accounts: gAccounts.contains("*") ? [] : gAccounts, actions: actions))
         }
 
         var security = GatehouseConfig.Security()

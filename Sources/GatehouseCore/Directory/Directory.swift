@@ -18,7 +18,25 @@ public struct Directory: Sendable {
     public struct Target: Sendable, Equatable {
         public var asset: GatehouseConfig.Asset
         public var account: GatehouseConfig.Account
+        /// What the user's grants on this account allow (the union of the matching grants).
+        public var actions: Set<GatehouseConfig.Action> = Set(GatehouseConfig.Action.allCases)
         public var label: String { "\(account.name)@\(asset.name)" }
+
+        public init(asset: GatehouseConfig.Asset, account: GatehouseConfig.Account,
+                    actions: Set<GatehouseConfig.Action> = Set(GatehouseConfig.Action.allCases)) {
+            self.asset = asset
+            self.account = account
+            self.actions = actions
+        }
+    }
+
+    /// The union of what every grant matching this user, asset and account allows.
+    public func actions(user: String, asset: String, account: String) -> Set<GatehouseConfig.Action> {
+        config.grants.filter { g in
+            (g.users.contains(user) || g.users.contains("*"))
+                && (g.assets.contains(asset) || g.assets.contains("*"))
+                && (g.accounts.isEmpty || g.accounts.contains(account))
+        }.reduce(into: Set<GatehouseConfig.Action>()) { $0.formUnion($1.actions) }
     }
 
     /// Every (asset, account) the user's grants allow, in config order.
@@ -26,7 +44,7 @@ public struct Directory: Sendable {
         var result: [Target] = []
         for asset in config.assets {
             for account in asset.accounts where isGranted(user: user, asset: asset.name, account: account.name) {
-                result.append(Target(asset: asset, account: account))
+                result.append(Target(asset: asset, account: account, actions: actions(user: user, asset: asset.name, account: account.name)))
             }
         }
         return result
@@ -70,12 +88,12 @@ public struct Directory: Sendable {
             guard isGranted(user: user, asset: assetName, account: accountName) else {
                 return .failure(.noGrant(asset: assetName, account: accountName))
             }
-            return .success(Target(asset: asset, account: account))
+            return .success(Target(asset: asset, account: account, actions: actions(user: user, asset: assetName, account: accountName)))
         }
         let granted = asset.accounts.filter { isGranted(user: user, asset: assetName, account: $0.name) }
         switch granted.count {
         case 0: return .failure(.noGrant(asset: assetName, account: nil))
-        case 1: return .success(Target(asset: asset, account: granted[0]))
+        case 1: return .success(Target(asset: asset, account: granted[0], actions: actions(user: user, asset: assetName, account: granted[0].name)))
         default: return .failure(.ambiguousAccount(asset: assetName, choices: granted.map(\.name)))
         }
     }

@@ -22,6 +22,7 @@ public struct Activity: Sendable, Equatable {
         case channelRefused = "channel_refused", disconnected, terminated
         case recordingGap = "recording_gap", recordingDeleted = "recording_deleted"
         case shared, joined, left, watched
+        case fileOperation = "file_operation", transferRefused = "transfer_refused", protocolError = "protocol_error"
     }
 
     public var time: Date

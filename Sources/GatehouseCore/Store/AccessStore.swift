@@ -90,9 +90,16 @@ public struct TransferRecord: Sendable, Equatable, Codable {
     public var direction: String
     public var path: String
     public var bytes: Int
+    /// "ok", "refused", "incomplete", or the SFTP status / scp error.
     public var outcome: String
+    public var ended: Date?
+    /// Of the content, when it went through whole and in order.
+    public var sha256: String?
 
-    public init(sessionID: String, time: Date, direction: String, path: String, bytes: Int, outcome: String) {
+    public init(sessionID: String, time: Date, direction: String, path: String, bytes: Int, outcome: String,
+                ended: Date? = nil, sha256: String? = nil) {
+        self.ended = ended
+        self.sha256 = sha256
         self.sessionID = sessionID
         self.time = time
         self.direction = direction
@@ -114,6 +121,7 @@ public protocol AccessStore: Sendable {
     func endCollaboration(id: Int64, at: Date) throws
     func collaborations(sessionID: String) throws -> [CollaborationRecord]
     func transfers(sessionID: String) throws -> [TransferRecord]
+    func addTransfer(_ transfer: TransferRecord) throws
 }
 
 extension SQLiteSessionStore: AccessStore {
@@ -197,12 +205,23 @@ extension SQLiteSessionStore: AccessStore {
         }
     }
 
+    public func addTransfer(_ t: TransferRecord) throws {
+        try wrap {
+            try pool.write { db in
+                try db.execute(sql: "INSERT INTO transfer (session_id, time, direction, path, bytes, outcome, ended_at, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               arguments: [t.sessionID, t.time.timeIntervalSince1970, t.direction, t.path, t.bytes, t.outcome,
+                                           t.ended?.timeIntervalSince1970, t.sha256])
+            }
+        }
+    }
+
     public func transfers(sessionID: String) throws -> [TransferRecord] {
         try wrap {
             try pool.read { db in
                 try Row.fetchAll(db, sql: "SELECT * FROM transfer WHERE session_id = ? ORDER BY time, id", arguments: [sessionID]).map {
                     TransferRecord(sessionID: $0["session_id"], time: Date(timeIntervalSince1970: $0["time"]), direction: $0["direction"],
-                                   path: $0["path"], bytes: $0["bytes"], outcome: $0["outcome"])
+                                   path: $0["path"], bytes: $0["bytes"], outcome: $0["outcome"],
+                                   ended: ($0["ended_at"] as Double?).map(Date.init(timeIntervalSince1970:)), sha256: $0["sha256"])
                 }
             }
         }

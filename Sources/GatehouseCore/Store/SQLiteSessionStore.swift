@@ -105,6 +105,12 @@ public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
             }
             try db.create(index: "transfer_on_session", on: "transfer", columns: ["session_id", "time"])
         }
+        migrator.registerMigration("v4: transfer end and checksum") { db in
+            try db.alter(table: "transfer") { t in
+                t.add(column: "ended_at", .double)
+                t.add(column: "sha256", .text)
+            }
+        }
         return migrator
     }
 
