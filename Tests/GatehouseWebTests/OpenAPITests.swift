@@ -190,8 +190,10 @@ final class OpenAPITests: XCTestCase {
         let bare = CollaborationRecord(sessionID: id, user: "bob", mode: "watch", remoteAddress: "10.0.0.2", joined: now)
         try check("Collaboration", full: joined, minimal: bare, in: document)
 
-        let transfer = TransferRecord(sessionID: id, time: now, direction: "upload", path: "/tmp/x", bytes: 3, outcome: "ok")
-        try check("Transfer", full: transfer, minimal: transfer, in: document)
+        let transfer = TransferRecord(sessionID: id, time: now, direction: "upload", path: "/tmp/x", bytes: 3, outcome: "ok",
+                                      ended: now, sha256: String(repeating: "0", count: 64))
+        let bareTransfer = TransferRecord(sessionID: id, time: now, direction: "upload", path: "/tmp/x", bytes: 3, outcome: "incomplete")
+        try check("Transfer", full: transfer, minimal: bareTransfer, in: document)
 
         let share = ShareJSON(code: "abc234defg56", sessionId: id, mode: "read", expires: now, users: [], join: "ssh -t USER@join:abc234defg56@GATEWAY")
         try check("Share", full: share, minimal: share, in: document)
