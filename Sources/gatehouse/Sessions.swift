@@ -69,10 +69,13 @@ struct Sessions: ParsableCommand {
             do { session = try audit.store.session(id: id) } catch { throw fail("\(error)") }
             let activities = try audit.store.activities(sessionID: session.id)
             let commands = try audit.store.commands(sessionID: session.id)
+            let transfers = try audit.store.transfers(sessionID: session.id)
             if json {
                 var object = SessionJSON(session)
                 object.activities = activities.map { ActivityJSON(time: iso($0.time), kind: $0.kind, detail: $0.detail) }
                 object.commands = commands.map { CommandJSON($0) }
+                object.transfers = transfers.map { TransferJSON(time: iso($0.time), direction: $0.direction, path: $0.path, bytes: $0.bytes,
+                                                                outcome: $0.outcome, sha256: $0.sha256) }
                 print(try jsonText(object))
                 return
             }
@@ -94,6 +97,12 @@ struct Sessions: ParsableCommand {
             for c in commands {
                 let risk = c.risk == .normal ? "" : " [\(c.risk.rawValue)\(c.rule.map { " by rule \($0)" } ?? "")]"
                 print("  \(String(format: "%8.1fs", c.offset))  \(printable(c.command))\(risk)")
+            }
+            print("\nFile transfers")
+            if transfers.isEmpty { print("  (none)") }
+            for t in transfers {
+                print("  \(formatDate(t.time))  \(t.direction.padding(toLength: 8, withPad: " ", startingAt: 0)) \(String(t.bytes).leftPadded(12))  "
+                      + "\(t.outcome.padding(toLength: 10, withPad: " ", startingAt: 0)) \(printable(t.path))\(t.sha256.map { "  sha256:\($0.prefix(16))…" } ?? "")")
             }
         }
     }
@@ -144,10 +153,11 @@ struct SessionJSON: Encodable {
     var bytesIn, bytesOut: Int
     var activities: [ActivityJSON]?
     var commands: [CommandJSON]?
+    var transfers: [TransferJSON]?
 
     enum CodingKeys: String, CodingKey {
         case id, shortID, user, asset, account, `protocol`, remoteAddress, clientSoftware, program, started, ended
-        case durationSeconds, state, terminatedBy, reason, recording, bytesIn, bytesOut, activities, commands
+        case durationSeconds, state, terminatedBy, reason, recording, bytesIn, bytesOut, activities, commands, transfers
     }
 
     /// Absent values are written as null, so every key is always there for scripts.
@@ -162,6 +172,7 @@ struct SessionJSON: Encodable {
         try c.encode(recording, forKey: .recording); try c.encode(bytesIn, forKey: .bytesIn); try c.encode(bytesOut, forKey: .bytesOut)
         try c.encodeIfPresent(activities, forKey: .activities)
         try c.encodeIfPresent(commands, forKey: .commands)
+        try c.encodeIfPresent(transfers, forKey: .transfers)
     }
 
     init(_ s: SessionRecord) {
@@ -229,4 +240,17 @@ func printTable(header: [String], rows: [[String]], empty: String = "(no session
             .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
     }
     if rows.isEmpty { print(empty) }
+}
+
+struct TransferJSON: Encodable {
+    var time: String
+    var direction: String
+    var path: String
+    var bytes: Int
+    var outcome: String
+    var sha256: String?
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
 }

@@ -6,8 +6,17 @@ import GatehouseCore
 extension GatewayChannel {
     func baseRecord(asset: String, account: String) -> SessionRecord {
         SessionRecord(id: SessionID.randomUUID().uuidString.lowercased(), user: login.user, asset: asset, account: account,
-                      protocolName: "ssh", remoteAddress: connection.peer, clientSoftware: connection.clientSoftware,
+                      protocolName: protocolName, remoteAddress: connection.peer, clientSoftware: connection.clientSoftware,
                       program: program?.label ?? "shell", started: Date(), state: .online)
+    }
+
+    /// `sftp` for the SFTP subsystem, `scp` for legacy scp, `ssh` for everything else.
+    var protocolName: String {
+        switch program ?? .shell {
+        case .subsystem("sftp"): return "sftp"
+        case .exec(let command) where ScpAuditor.direction(of: command) != nil: return "scp"
+        default: return "ssh"
+        }
     }
 
     func connectionActivities() -> [Activity] {
@@ -28,7 +37,8 @@ extension GatewayChannel {
         let session = trail.begin(baseRecord(asset: target.asset.name, account: target.account.name),
                                   activities: connectionActivities() + [Activity(.upstreamConnected, "\(target.label) (\(leg.fingerprint))")])
         audit = session
-        GatehouseCounters.sessionStarted(protocol: "ssh")
+        GatehouseCounters.sessionStarted(protocol: protocolName)
+        transfers = makeTransferAuditor(target: target, session: session)
         if case .subsystem = program ?? .shell {
             register(session, live: nil)
             return true
@@ -113,6 +123,14 @@ extension GatewayChannel {
         self.extractor = extractor
     }
 
+    /// A transfer the grant does not allow (legacy scp: known before connecting) is refused and recorded.
+    func refuseTransfer(_ reason: String, target: Directory.Target) {
+        var record = baseRecord(asset: target.asset.name, account: target.account.name)
+        record.reason = reason
+        connection.context.audit.recordFailed(record, activities: connectionActivities() + [Activity(.transferRefused, reason)])
+        fail(reason, activity: .transferRefused)
+    }
+
     /// An exec whose command a `deny` rule forbids never reaches the asset.
     func refuseExec(_ command: String, verdict: CommandPolicy.Verdict, target: Directory.Target) {
         var record = baseRecord(asset: target.asset.name, account: target.account.name)
@@ -141,13 +159,15 @@ extension GatewayChannel {
     func endAudit(_ state: SessionState, by actor: String? = nil, reason: String) {
         extractor?.finish()
         extractor = nil
+        transfers?.finish()
+        transfers = nil
         live?.end(state == .terminated ? "the session was terminated: \(reason)" : "the session ended")
         live = nil
         guard let audit else { return }
         self.audit = nil
         if let handle { connection.context.registry.remove(handle.summary.id) }
         handle = nil
-        GatehouseCounters.bytesRelayed(toAsset: connection.bytesFromClient, toUser: connection.bytesToClient, protocol: "ssh")
+        GatehouseCounters.bytesRelayed(toAsset: connection.bytesFromClient, toUser: connection.bytesToClient, protocol: protocolName)
         audit.end(state: state, terminatedBy: actor, reason: reason,
                   bytesIn: connection.bytesFromClient, bytesOut: connection.bytesToClient)
     }

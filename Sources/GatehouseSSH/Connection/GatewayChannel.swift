@@ -69,6 +69,11 @@ final class GatewayChannel: @unchecked Sendable {
     var injected: [UInt8] = []
     /// Who typed the input recorded last (the owner is nil).
     var lastInputAuthor: String?
+    /// Audits file transfers (SFTP subsystem, scp exec) as they cross.
+    var transfers: TransferAuditing?
+    /// What the transfer auditor answers the user itself (a refusal), waiting for the window.
+    var transferReply: [UInt8] = []
+    var transferFailure: String?
     /// The owner's `~+` / `~*` escapes.
     var shareEscape = ShareEscape()
     var shareRequests: [ShareEscape.Request] = []
@@ -267,6 +272,10 @@ final class GatewayChannel: @unchecked Sendable {
                     refuseExec(command, verdict: verdict, target: target)
                     return
                 }
+                if let refusal = refusedTransfer(program, target: target) {
+                    refuseTransfer(refusal, target: target)
+                    return
+                }
                 connect(target, returnToMenu: false)
             case .failure(let error):
                 recordFailed(asset: asset, account: login.account ?? "", reason: "\(error)")
@@ -378,21 +387,42 @@ final class GatewayChannel: @unchecked Sendable {
             let transform: ([UInt8]) -> [UInt8] = { [weak self] bytes in
                 guard let self else { return bytes }
                 var forward = bytes
-                if self.live != nil {
+                if self.live != nil, self.pty != nil {
                     let (passed, requests) = self.shareEscape.feed(bytes)
                     forward = passed
                     self.shareRequests += requests
                 }
-                guard let extractor else { return forward }
+                if let transfers = self.transfers {
+                    do {
+                        let (passed, reply) = try transfers.client(forward)
+                        self.transferReply += reply
+                        forward = passed
+                    } catch {
+                        self.transferFailure = "\(error)"
+                        return []
+                    }
+                }
+                guard let extractor, self.pty != nil else { return forward }
                 let decision = extractor.input(forward)
                 if let notice = decision.blockedNotice { self.blockedNotice = notice }
                 return decision.forward
             }
-            switch relay.input.move(from: channel, to: up, transform: pty != nil ? transform : nil, delivered: { deliveredInput($0) }) {
+            switch relay.input.move(from: channel, to: up, transform: pty != nil || transfers != nil ? transform : nil,
+                                    delivered: { deliveredInput($0) }) {
             case .moved(let n): moved = true; connection.bytesFromClient += n
             case .eof: ssh_channel_send_eof(up); relay.stdinEOFSent = true; moved = true
             case .idle: break
             }
+        }
+        if !transferReply.isEmpty, case let window = Int(ssh_channel_window_size(channel)), window > 0 {
+            let count = min(window, transferReply.count)
+            let written = transferReply.withUnsafeBytes { ssh_channel_write(channel, $0.baseAddress, UInt32(count)) }
+            if written > 0 { transferReply.removeFirst(Int(written)); moved = true }
+        }
+        if let failure = transferFailure {
+            transferFailure = nil
+            transferProtocolFailed(failure)
+            return true
         }
         if !shareRequests.isEmpty {
             let requests = shareRequests
@@ -407,7 +437,15 @@ final class GatewayChannel: @unchecked Sendable {
         // backlog is full, asset output stays unread and the SSH window does the rest.
         let recorderFull = recorder?.isBackedUp ?? false
         if !relay.stdoutEOF && !recorderFull {
-            switch relay.output.move(from: up, to: channel, delivered: { deliveredOutput($0, stderr: false) }) {
+            let audited: (([UInt8]) -> [UInt8])? = transfers.map { transfers in
+                { [weak self] bytes in
+                    do { return try transfers.server(bytes) } catch {
+                        self?.transferFailure = "\(error)"
+                        return []
+                    }
+                }
+            }
+            switch relay.output.move(from: up, to: channel, transform: audited, delivered: { deliveredOutput($0, stderr: false) }) {
             case .moved(let n): moved = true; connection.bytesToClient += n
             case .eof: relay.stdoutEOF = true; moved = true
             case .idle: break
@@ -452,6 +490,7 @@ final class GatewayChannel: @unchecked Sendable {
         recorder?.output(bytes)
         extractor?.output(bytes)
         live?.output(bytes)
+
         if !connection.context.sinks.isEmpty { connection.emit(.output(Data(bytes), stream: stderr ? .stderr : .stdout)) }
     }
 
