@@ -152,8 +152,14 @@ extension GatewayChannel {
 
     private func leave(_ watch: Watch, message: String) {
         endWatch(watch)
-        writeStderr("\r\n\(message)\n")
-        if watch.returnToMenu { showMenu(note: nil) } else { finishClient(status: 0) }
+        if watch.returnToMenu {
+            // On the menu's own stream, so the two arrive in order.
+            write(Array("\r\n\(message)\r\n".utf8))
+            showMenu(note: nil)
+        } else {
+            writeStderr("\r\n\(message)\n")
+            finishClient(status: 0)
+        }
     }
 
     func endWatch(_ watch: Watch) {

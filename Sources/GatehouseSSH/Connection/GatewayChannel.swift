@@ -542,7 +542,7 @@ final class GatewayChannel: @unchecked Sendable {
 
     // MARK: Output and endings
 
-    private func write(_ bytes: [UInt8]) {
+    func write(_ bytes: [UInt8]) {
         guard !bytes.isEmpty, !clientClosed else { return }
         bytes.withUnsafeBytes {
             _ = ssh_channel_write(channel, $0.baseAddress, UInt32($0.count))
