@@ -81,8 +81,8 @@
   await Promise.all([
     module("collaborations", "collaborations", "collaborations-table", ["User", "Mode", "From", "Joined", "Left"],
       (c) => [c.user, c.mode, c.remote_address, time(c.joined), c.left ? time(c.left) : "still there"]),
-    module("transfers", "transfers", "transfers-table", ["Time", "Direction", "Path", "Size", "Result"],
-      (t) => [time(t.time), t.direction, t.path, bytes(t.bytes), t.outcome]),
+    module("transfers", "transfers", "transfers-table", ["Time", "Direction", "Path", "Size", "Result", "SHA-256"],
+      (t) => [time(t.time), t.direction, t.path, bytes(t.bytes), t.outcome, t.sha256 ? t.sha256.slice(0, 16) + "…" : "-"]),
     module("activities", "activities", "activities-table", ["Time", "Activity", "Detail"], (a) => [time(a.time), a.kind, a.detail]),
   ]);
 })();
