@@ -36,6 +36,15 @@ public enum APIRoutes {
         APIRoute(method: .get, path: "/metrics") { try await $0.metricsText($1, $2) },
     ]
 
+    /// The methods the API answers on a concrete path (for 405 answers).
+    static func methods(forPath path: String) -> [String] {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        return all.filter { route in
+            let template = route.path.split(separator: "/", omittingEmptySubsequences: false)
+            return template.count == parts.count && zip(template, parts).allSatisfy { t, p in t.hasPrefix("{") ? !p.isEmpty : t == p }
+        }.map { $0.method.uppercased() }
+    }
+
     /// Method and path of every route, the live WebSocket included (for the OpenAPI check).
     public static var all: [(method: String, path: String)] {
         table.map { ($0.method.rawValue.lowercased(), $0.path) } + [("get", "/api/v1/sessions/{id}/live")]

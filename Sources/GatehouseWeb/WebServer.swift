@@ -85,14 +85,16 @@ public struct WebContext: RequestContext, WebSocketRequestContext {
 public struct APIError: HTTPResponseError {
     public let status: HTTPResponse.Status
     public let message: String
+    public var headers: HTTPFields = [:]
 
-    public init(_ status: HTTPResponse.Status, _ message: String) {
+    public init(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:]) {
         self.status = status
         self.message = message
+        self.headers = headers
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        JSON.response(["error": message], status: status)
+        JSON.response(["error": message], status: status, headers: headers)
     }
 }
 
@@ -108,7 +110,13 @@ struct ErrorMiddleware: RouterMiddleware {
         } catch let error as HTTPError {
             let message: String
             switch error.status {
-            case .notFound: message = "no such endpoint: \(request.method) \(request.uri.path)"
+            case .notFound:
+                let allowed = APIRoutes.methods(forPath: request.uri.path)
+                if !allowed.isEmpty {
+                    throw APIError(.methodNotAllowed, "\(request.method) is not allowed here; allowed: \(allowed.joined(separator: ", "))",
+                                   headers: [.allow: allowed.joined(separator: ", ")])
+                }
+                message = "no such endpoint: \(request.method) \(request.uri.path)"
             case .contentTooLarge: message = "request body too large (at most \(context.maxUploadSize) bytes)"
             case .methodNotAllowed: message = "method not allowed"
             default: message = error.body ?? error.status.reasonPhrase
