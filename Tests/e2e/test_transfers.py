@@ -150,7 +150,20 @@ def test_scp_both_modes_upload_and_download_recursively(gateway, tmp_path, remot
     for rel, digest in expected.items():
         assert sha(remote_dir / "copy" / rel) == digest, rel
     uploads = wait_transfers(gateway, protocol, since, len(expected), "scp uploads", direction="upload")
-    check_records(uploads, "upload", expected, remote_dir / "copy", exact=not legacy)
+    check_records(uploads, "upload", expected, remote_dir / "copy")
+
+    # One file to a new name: recorded under the name it was written as.
+    since = iso_now()
+    r = scp(gateway, str(local / "one.bin"), f"alice@web01@127.0.0.1:{remote_dir}/renamed.bin", legacy=legacy)
+    assert r.rc == 0 and (remote_dir / "renamed.bin").read_bytes() == b"\x07", str(r)
+    deadline = time.monotonic() + WAIT
+    while True:
+        renamed = wait_transfers(gateway, protocol, since, 1, "the renamed upload", direction="upload")
+        if f"{remote_dir}/renamed.bin" in [t["path"] for t in renamed] or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert f"{remote_dir}/renamed.bin" in [t["path"] for t in renamed], renamed
+    assert not any(t["path"].endswith("/renamed.bin/one.bin") for t in renamed), renamed
 
     since = iso_now()
     back = tmp_path / "back"

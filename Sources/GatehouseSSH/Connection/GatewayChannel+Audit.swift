@@ -43,6 +43,15 @@ extension GatewayChannel {
             register(session, live: nil)
             return true
         }
+        if transfers != nil, case let .exec(command) = program ?? .shell {
+            // Legacy scp: the files are audited one by one (with checksums); recording their
+            // bytes as a terminal would store every file again and cost the transfer most of
+            // its speed. The command itself is kept.
+            session.command(CommandRecord(sessionID: session.id, time: Date(), offset: 0, command: command, output: "",
+                                          risk: policy(for: target).judge(command).risk, rule: policy(for: target).judge(command).rule))
+            register(session, live: nil)
+            return true
+        }
         let queue = connection.queue
         do {
             try session.startRecording(width: pty?.columns ?? 80, height: pty?.rows ?? 24, term: pty?.term, sessionQueue: queue,

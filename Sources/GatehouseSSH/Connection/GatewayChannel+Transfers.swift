@@ -17,18 +17,10 @@ extension GatewayChannel {
     func makeTransferAuditor(target: Directory.Target, session: AuditSession) -> TransferAuditing? {
         let sessionID = session.id
         weak let audit = session
-        // Legacy scp names files relative to the command's target: made absolute here, under
-        // the target for uploads, beside it for downloads (the first name sent is the
-        // target's own). An upload of a directory to a path that does not exist yet lands
-        // one level higher than recorded; scp's protocol does not say which.
-        var scpBase: String?
-        if case .exec(let command) = program ?? .shell, let scp = ScpAuditor.parse(command: command) {
-            scpBase = scp.direction == .upload || scp.targetIsDirectory ? scp.target : (scp.target as NSString).deletingLastPathComponent
-        }
-        let base = scpBase
+        let scp: ScpAuditor.Command? = if case .exec(let command) = program ?? .shell { ScpAuditor.parse(command: command) } else { nil }
         let events = TransferAuditEvents(
             transfer: { t in
-                let path = base.map { t.path.hasPrefix("/") ? t.path : ($0 as NSString).appendingPathComponent(t.path) } ?? t.path
+                let path = scp.map { Self.scpPath(t.path, command: $0) } ?? t.path
                 audit?.transfer(TransferRecord(sessionID: sessionID, time: t.started, direction: t.direction.rawValue, path: path,
                                                bytes: t.bytes, outcome: t.result, ended: t.ended, sha256: t.sha256))
                 if t.result == "refused" { audit?.activity(Activity(.transferRefused, "\(t.direction.rawValue) of \(t.path) refused by the grant")) }
@@ -42,6 +34,25 @@ extension GatewayChannel {
             return ScpAuditor(command: command, policy: .init(allowUpload: allowUpload, allowDownload: allowDownload), events: events)
         default:
             return nil
+        }
+    }
+
+    /// Legacy scp names files relative to the command's target; this makes them absolute.
+    /// Downloads: the first name sent is the target's own, so files sit beside the target.
+    /// Uploads: into the target when it must be a directory (`-d`) or ends with `/`; otherwise
+    /// the first name sent becomes the target itself (`scp f host:/dir/new` writes /dir/new).
+    /// `scp f host:/existing-dir` without the slash is recorded as /existing-dir: the protocol
+    /// does not say the target is a directory.
+    static func scpPath(_ relative: String, command: ScpAuditor.Command) -> String {
+        if relative.hasPrefix("/") { return relative }
+        let target = command.target
+        switch command.direction {
+        case .download:
+            return ((target as NSString).deletingLastPathComponent as NSString).appendingPathComponent(relative)
+        case .upload:
+            if command.targetIsDirectory || target.hasSuffix("/") { return (target as NSString).appendingPathComponent(relative) }
+            let rest = relative.split(separator: "/", maxSplits: 1)
+            return rest.count == 2 ? (target as NSString).appendingPathComponent(String(rest[1])) : target
         }
     }
 
