@@ -32,7 +32,8 @@
     const head = el("tr", {}, ...["ID", "User", "Asset", "Account", "Protocol", "From", "Started", "Duration", "Bytes in / out", "Watchers", ""].map((h) => el("th", {}, h)));
     const rows = onlineRows.map((s) => {
       const actions = el("td", {});
-      if (canWatch) actions.append(el("button", { className: "monitor", onclick: () => { location.href = `/sessions/${s.id}#live`; } }, "Monitor"), " ");
+      // Only terminal sessions can be watched (an SFTP session has no screen).
+      if (canWatch && s.watchers) actions.append(el("button", { className: "monitor", onclick: () => { location.href = `/sessions/${s.id}#live`; } }, "Monitor"), " ");
       if (canTerminate) actions.append(el("button", { className: "danger terminate", onclick: () => terminate(s) }, "Terminate"));
       return el("tr", { dataset: { id: s.id } },
         el("td", {}, el("a", { href: `/sessions/${s.id}` }, s.short_id)), el("td", {}, s.user), el("td", {}, s.asset),

@@ -35,7 +35,7 @@
   // ---- the player: live monitor or replay
   const container = document.getElementById("player"), controls = document.getElementById("controls");
   let player = null;
-  const live = s.state === "online" && me.role !== "user" && location.hash === "#live";
+  const live = s.state === "online" && me.role !== "user" && location.hash === "#live" && Array.isArray(s.watchers);
   if (live) {
     document.getElementById("player-title").textContent = "Live monitor";
     document.getElementById("timeline").hidden = true;
@@ -44,7 +44,7 @@
     const markers = commands.map((c) => [c.offset, c.command]);
     const span = s.duration_seconds || 0;
     player = GatehousePlayer.replay({ container, controls, sessionId: s.id, duration: span, markers });
-    if (s.state === "online" && me.role !== "user") {
+    if (s.state === "online" && me.role !== "user" && Array.isArray(s.watchers)) {
       controls.append(el("a", { href: "#live", onclick: () => setTimeout(() => location.reload(), 0) }, el("button", { id: "monitor" }, "Monitor live")));
     }
   } else {
