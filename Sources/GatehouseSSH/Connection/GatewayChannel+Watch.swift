@@ -118,12 +118,7 @@ extension GatewayChannel {
         // live channel skips the watcher ahead if it falls too far behind.
         while true {
             if !watch.pending.isEmpty {
-                let window = Int(ssh_channel_window_size(channel))
-                guard window > 0 else { break }
-                let count = min(window, watch.pending.count)
-                let written = watch.pending.withUnsafeBytes { ssh_channel_write(channel, $0.baseAddress, UInt32(count)) }
-                guard written > 0 else { break }
-                watch.pending.removeFirst(Int(written))
+                guard sendWhatFits(&watch.pending, to: channel) else { break }
                 moved = true
                 continue
             }

@@ -76,3 +76,17 @@ struct ChannelPipe {
         return total > 0 ? .moved(total) : .idle
     }
 }
+
+/// Writes as much of `buffer` as `destination`'s window takes, and drops that much from it;
+/// true when anything went. For the gateway's own small streams (notices, a joiner's typing,
+/// refusals, a watcher's screen), which wait in a buffer rather than in libssh.
+func sendWhatFits(_ buffer: inout [UInt8], to destination: OpaquePointer, stderr: Bool = false) -> Bool {
+    guard !buffer.isEmpty, case let window = Int(ssh_channel_window_size(destination)), window > 0 else { return false }
+    let count = min(window, buffer.count)
+    let written = buffer.withUnsafeBytes {
+        stderr ? ssh_channel_write_stderr(destination, $0.baseAddress, UInt32(count)) : ssh_channel_write(destination, $0.baseAddress, UInt32(count))
+    }
+    guard written > 0 else { return false }
+    buffer.removeFirst(Int(written))
+    return true
+}
