@@ -26,6 +26,17 @@ let package = Package(
         .systemLibrary(name: "CLibSSH", pkgConfig: "libssh", providers: [.apt(["libssh-dev"])]),
         .systemLibrary(name: "CArgon2", pkgConfig: "libargon2", providers: [.apt(["libargon2-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // FreeRDP 2 (Debian 12: freerdp2-dev): libfreerdp2, -client2, -server2 and winpr2.
+        .systemLibrary(name: "CFreeRDP", pkgConfig: "freerdp-server2", providers: [.apt(["freerdp2-dev"])]),
+        // The FreeRDP layer of the RDP gateway, in C: FreeRDP's API is callbacks in structs,
+        // macros and its own threads (docs/decisions/0010).
+        .target(
+            name: "CGatehouseRDP",
+            dependencies: ["CFreeRDP"],
+            cSettings: [.unsafeFlags(["-I/usr/include/freerdp2", "-I/usr/include/winpr2", "-Wall"])],
+            linkerSettings: [.linkedLibrary("freerdp2"), .linkedLibrary("freerdp-client2"),
+                             .linkedLibrary("freerdp-server2"), .linkedLibrary("winpr2")]
+        ),
 
         // Protocol-neutral domain: config, directory, grants, sessions, events.
         .target(
@@ -49,6 +60,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The RDP listener, the asset leg and the desktop recording's capture.
+        .target(
+            name: "GatehouseRDP",
+            dependencies: [
+                "GatehouseCore",
+                "CGatehouseRDP",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // The HTTP API, live WebSocket streams and metrics.
         .target(
             name: "GatehouseWeb",
@@ -68,6 +88,7 @@ let package = Package(
             dependencies: [
                 "GatehouseCore",
                 "GatehouseSSH",
+                "GatehouseRDP",
                 "GatehouseWeb",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import GatehouseCore
+import GatehouseRDP
 import GatehouseSSH
 import GatehouseWeb
 import Logging
@@ -68,6 +69,19 @@ struct Serve: ParsableCommand {
         logger.info("listening on ssh \(gateway.boundAddress.map(\.description) ?? "?")",
                     metadata: ["users": "\(config.users.count)", "assets": "\(config.assets.count)", "data_dir": "\(config.dataDir)"])
 
+        var rdp: RDPGateway?
+        if config.listen.rdp != nil {
+            let gateway = RDPGateway(.init(config: config, registry: registry, audit: audit, throttle: context.throttle,
+                                           logger: Logger(label: "gatehouse.rdp")))
+            do {
+                try gateway.start()
+            } catch {
+                logger.critical("cannot start RDP: \(error)")
+                throw ExitCode(1)
+            }
+            rdp = gateway
+        }
+
         if let web = config.listen.web {
             let server = WebServer(address: web, config: config, registry: registry, audit: audit, metrics: metrics,
                                    logger: Logger(label: "gatehouse.web"))
@@ -88,7 +102,9 @@ struct Serve: ParsableCommand {
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
                 logger.info("shutting down: closing \(registry.count) session(s)")
+                rdp?.stop()
                 gateway.drain(message: "the gateway is shutting down for maintenance; please reconnect shortly")
+                RDPGateway.drain(registry)
                 audit.waitForWrites()
                 logger.info("stopped")
                 Foundation.exit(0)
@@ -96,7 +112,7 @@ struct Serve: ParsableCommand {
             source.activate()
             signalSources.append(source)
         }
-        withExtendedLifetime((signalSources, retention)) { dispatchMain() }
+        withExtendedLifetime((signalSources, retention, rdp)) { dispatchMain() }
     }
 }
 

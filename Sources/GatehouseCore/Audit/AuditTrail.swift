@@ -44,8 +44,9 @@ public final class AuditTrail: @unchecked Sendable {
         }
     }
 
-    /// Sessions whose recordings are still being closed and compressed.
-    let closing = DispatchGroup()
+    /// Sessions whose recordings are still being closed and compressed; a protocol with its
+    /// own recorder enters it while closing one.
+    public let closing = DispatchGroup()
 
     /// Blocks until every session that has ended is fully written (recording closed, row
     /// updated), or `timeout` passes. Shutdown calls it so that a drained gateway leaves
@@ -84,7 +85,14 @@ public final class AuditTrail: @unchecked Sendable {
         let stale = try store.onlineSessions()
         for var record in stale {
             var ended = record.started
-            if let relative = record.recording {
+            if let relative = record.recording, relative.hasSuffix(".gdr") {
+                // Desktop recordings are appended record by record and read up to a torn
+                // tail as they are; the file's modification time is the last write.
+                if let modified = (try? FileManager.default.attributesOfItem(atPath: recordingPath(relative)))?[.modificationDate] as? Date,
+                   modified > record.started {
+                    ended = modified
+                }
+            } else if let relative = record.recording {
                 let path = recordingPath(relative)
                 if let (lastTime, _) = Self.truncateToLastWholeEvent(path) {
                     ended = record.started.addingTimeInterval(lastTime)
@@ -180,6 +188,13 @@ public final class AuditSession: @unchecked Sendable {
         recorder = try TerminalRecorder(path: trail.recordingPath(relative), width: width, height: height, term: term,
                                         title: "\(record.user)@\(record.asset)", options: options,
                                         sessionQueue: sessionQueue, onFailure: onFailure, onDrain: onDrain)
+        record.recording = relative
+        let snapshot = record
+        trail.write("recording path") { try $0.update(snapshot) }
+    }
+
+    /// Records where a recording made by the protocol itself (a desktop recording) lives.
+    public func setRecording(_ relative: String) {
         record.recording = relative
         let snapshot = record
         trail.write("recording path") { try $0.update(snapshot) }

@@ -20,7 +20,16 @@ public struct GatehouseConfig: Sendable {
         public var ssh: HostPort
         /// The HTTP API and live streams; nil when `listen.web` is "off".
         public var web: HostPort?
+        /// The RDP gateway; nil (the default) when `listen.rdp` is absent.
+        public var rdp: HostPort? = nil
     }
+
+    /// The RDP listener's TLS identity (`rdp:` in the config), PEM files.
+    public struct RDP: Sendable, Equatable {
+        public var certificate: String
+        public var privateKey: String
+    }
+    public var rdp: RDP?
 
     public struct User: Sendable, Equatable {
         public var name: String
@@ -40,6 +49,11 @@ public struct GatehouseConfig: Sendable {
         /// `SHA256:...` fingerprint the asset must present; nil means trust on first use.
         public var hostKey: String?
         public var accounts: [Account]
+        /// RDP port of the asset; nil when the asset takes no RDP sessions.
+        public var rdpPort: Int? = nil
+        /// SHA-256 fingerprint of the asset's RDP certificate (colon-separated hex, as FreeRDP
+        /// prints it); nil means trust on first use.
+        public var rdpCertificate: String? = nil
     }
 
     public struct Account: Sendable, Equatable {
@@ -53,6 +67,25 @@ public struct GatehouseConfig: Sendable {
         case passwordEnv(String)
         case passwordFile(String)
         case privateKeyFile(String)
+
+        /// The password, for protocols that need one (RDP); nil with a reason otherwise.
+        public func password(environment: [String: String] = ProcessInfo.processInfo.environment) -> Result<String, CredentialError> {
+            switch self {
+            case .passwordEnv(let name):
+                guard let value = environment[name] else { return .failure(.init(reason: "environment variable \(name) is not set")) }
+                return .success(value)
+            case .passwordFile(let path):
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return .failure(.init(reason: "cannot read \(path)")) }
+                return .success(text.trimmingCharacters(in: .newlines))
+            case .privateKeyFile:
+                return .failure(.init(reason: "the account has a private key, and RDP needs a password"))
+            }
+        }
+    }
+
+    public struct CredentialError: Error, Sendable, CustomStringConvertible {
+        public var reason: String
+        public var description: String { reason }
     }
 
     public struct Grant: Sendable, Equatable {

@@ -157,12 +157,13 @@ private struct Reader {
     }
 
     mutating func readRoot(_ root: Node, configPath: String) -> GatehouseConfig? {
-        let f = fields(root, "", known: ["data_dir", "listen", "users", "assets", "grants", "security", "recording", "command_rules", "commands"])
+        let f = fields(root, "", known: ["data_dir", "listen", "users", "assets", "grants", "security", "recording", "command_rules", "commands", "rdp"])
         let dataDir = string(f["data_dir"], "data_dir", required: false).map(resolve) ?? resolve("var")
 
         var listenSSH = HostPort(host: "0.0.0.0", port: 2222)
         // The API is for auditors and admins: loopback unless the config says otherwise.
         var listenWeb: HostPort? = HostPort(host: "127.0.0.1", port: 8080)
+        var listenRDP: HostPort?
         if let listen = f["listen"] {
             let l = fields(listen, "listen", known: ["ssh", "web", "rdp"])
             if let text = string(l["ssh"], "listen.ssh", required: false) {
@@ -175,6 +176,21 @@ private struct Reader {
                     problem(l["web"], "listen.web", "expected host:port (e.g. \"127.0.0.1:8080\") or \"off\"")
                 }
             }
+            if let text = string(l["rdp"], "listen.rdp", required: false) {
+                if let hp = HostPort(parsing: text) { listenRDP = hp } else {
+                    problem(l["rdp"], "listen.rdp", "expected host:port, e.g. \"0.0.0.0:3389\"")
+                }
+            }
+        }
+        var rdp: GatehouseConfig.RDP?
+        if let node = f["rdp"] {
+            let r = fields(node, "rdp", known: ["certificate", "private_key"])
+            if let cert = string(r["certificate"], "rdp.certificate"), let key = string(r["private_key"], "rdp.private_key") {
+                rdp = .init(certificate: resolve(cert), privateKey: resolve(key))
+            }
+        }
+        if listenRDP != nil && rdp == nil {
+            problem(f["listen"], "rdp", "listen.rdp needs rdp.certificate and rdp.private_key (PEM files; scripts/make-rdp-cert makes a development pair)")
         }
 
         var users: [GatehouseConfig.User] = []
@@ -231,7 +247,7 @@ private struct Reader {
         var assetNames: Set<String> = []
         for (i, node) in list(f["assets"], "assets") {
             let p = "assets[\(i)]"
-            let a = fields(node, p, known: ["name", "host", "ssh_port", "host_key", "accounts"])
+            let a = fields(node, p, known: ["name", "host", "ssh_port", "host_key", "accounts", "rdp_port", "rdp_certificate"])
             guard let name = string(a["name"], "\(p).name") else { continue }
             if !LoginName.isValidName(name) {
                 problem(a["name"], "\(p).name", "\"\(name)\" may hold only letters, digits, '.', '_' and '-'")
@@ -243,6 +259,14 @@ private struct Reader {
             if let key = string(a["host_key"], "\(p).host_key", required: false) {
                 if key.hasPrefix("SHA256:") && key.count > 10 { pin = key } else {
                     problem(a["host_key"], "\(p).host_key", "expected a fingerprint like \"SHA256:...\" (ssh-keygen -lf KEY.pub)")
+                }
+            }
+            let rdpPort = int(a["rdp_port"], "\(p).rdp_port", range: 1...65535)
+            var rdpPin: String?
+            if let pin = string(a["rdp_certificate"], "\(p).rdp_certificate", required: false) {
+                let hex = pin.lowercased().filter { $0 != ":" }
+                if hex.count == 64 && hex.allSatisfy(\.isHexDigit) { rdpPin = pin.lowercased() } else {
+                    problem(a["rdp_certificate"], "\(p).rdp_certificate", "expected the certificate's SHA-256 fingerprint, 32 hex bytes separated by colons")
                 }
             }
             var accounts: [GatehouseConfig.Account] = []
@@ -271,7 +295,10 @@ private struct Reader {
                 accounts.append(.init(name: accName, credential: credential))
             }
             if a["accounts"] == nil { problem(node, p, "asset \"\(name)\" has no accounts") }
-            assets.append(.init(name: name, host: host, sshPort: port, hostKey: pin, accounts: accounts))
+            var asset = GatehouseConfig.Asset(name: name, host: host, sshPort: port, hostKey: pin, accounts: accounts)
+            asset.rdpPort = rdpPort
+            asset.rdpCertificate = rdpPin
+            assets.append(asset)
         }
 
         var grants: [GatehouseConfig.Grant] = []
@@ -375,8 +402,9 @@ private struct Reader {
             if let v = int(cf["output_lines"], "commands.output_lines", range: 0...1000) { outputLines = v }
         }
 
-        var config = GatehouseConfig(configPath: configPath, dataDir: dataDir, listen: .init(ssh: listenSSH, web: listenWeb),
+        var config = GatehouseConfig(configPath: configPath, dataDir: dataDir, listen: .init(ssh: listenSSH, web: listenWeb, rdp: listenRDP),
                                      users: users, assets: assets, grants: grants, security: security, recording: recording)
+        config.rdp = rdp
         config.commandRules = rules
         config.commandOutputLines = outputLines
         return config

@@ -28,11 +28,15 @@ public final class AssetHostKeys: @unchecked Sendable {
 
     /// Checks a presented fingerprint; on first use remembers it (written to disk at once).
     public func check(asset: GatehouseConfig.Asset, fingerprint: String) -> Verdict {
-        if let pin = asset.hostKey {
+        check(key: Self.key(asset: asset), pin: asset.hostKey, fingerprint: fingerprint)
+    }
+
+    /// The same for any keyed identity (an asset's RDP certificate: `asset/host:port`).
+    public func check(key k: String, pin: String?, fingerprint: String) -> Verdict {
+        if let pin {
             return pin == fingerprint ? .trusted : .changed(expected: pin)
         }
         return lock.withLock {
-            let k = Self.key(asset: asset)
             if let expected = known[k] { return expected == fingerprint ? .trusted : .changed(expected: expected) }
             known[k] = fingerprint
             let text = known.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)\n" }.joined()

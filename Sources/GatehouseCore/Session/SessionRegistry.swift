@@ -28,6 +28,8 @@ public protocol ManagedSession: AnyObject, Sendable {
     var live: LiveChannel? { get }
     /// The recorder's queue: bytes waiting for the disk and how long it has been behind.
     var recorderQueue: (bytes: Int, lag: Double)? { get }
+    /// What live watchers of a desktop (RDP) session attach to; nil for other sessions.
+    var desktop: DesktopLive? { get }
     /// Closes both legs; `message` is shown to the user first. Safe to call from any thread.
     func terminate(message: String, by actor: String)
 }
@@ -35,6 +37,7 @@ public protocol ManagedSession: AnyObject, Sendable {
 extension ManagedSession {
     public var live: LiveChannel? { nil }
     public var recorderQueue: (bytes: Int, lag: Double)? { nil }
+    public var desktop: DesktopLive? { nil }
 }
 
 /// Every online session of this node, so that admins, the API and shutdown can find and

@@ -1,0 +1,843 @@
+// The RDP gateway's FreeRDP layer. See include/gh_rdp.h for the design.
+#include "gh_rdp.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <freerdp/freerdp.h>
+#include <freerdp/listener.h>
+#include <freerdp/peer.h>
+#include <freerdp/error.h>
+#include <freerdp/gdi/gdi.h>
+#include <freerdp/codec/planar.h>
+#include <freerdp/codec/interleaved.h>
+#include <freerdp/codec/region.h>
+#include <winpr/synch.h>
+#include <winpr/wlog.h>
+#include <winpr/ssl.h>
+
+#define GH_TILE 64
+#define GH_TILE_BUFFER (GH_TILE * GH_TILE * 4 + 256)
+#define GH_BATCH 64
+#define GH_RECORD_INTERVAL_MS 80 // about 12 recorded frames a second
+
+enum { TARGET_IDLE, TARGET_CONNECTING, TARGET_CONNECTED, TARGET_ENDED };
+
+struct gh_rdp_server {
+    freerdp_listener *listener;
+    gh_rdp_callbacks callbacks;
+    char certificate_file[1024];
+    char private_key_file[1024];
+    uint16_t port;
+    HANDLE stop_event;
+    pthread_t thread;
+};
+
+struct gh_rdp_session {
+    atomic_int refs;
+    gh_rdp_callbacks cb;
+    char certificate_file[1024];
+    char private_key_file[1024];
+    void *ctx; // the Swift session; NULL until logon accepted it
+    freerdp_peer *peer;
+    freerdp *target;
+    gh_rdp_target target_info;
+
+    HANDLE abort_event; // manual reset: terminate or either leg gone
+    HANDLE wake_event;  // manual reset (WinPR has no auto reset): the target painted, resized or connected
+    pthread_t target_thread;
+    int target_thread_started;
+
+    // fb_lock guards the asset's framebuffer (gdi primary buffer), the dirty regions and
+    // the state below. The asset thread holds it from BeginPaint to EndPaint.
+    pthread_mutex_t fb_lock;
+    int painting;
+    REGION16 user_dirty;
+    REGION16 record_dirty;
+    uint32_t fb_width, fb_height;
+    int target_state;
+    UINT32 target_error; // FreeRDP last error of the asset leg
+    int announced;       // connected callback sent
+    int peer_active;     // the user's client is active at the framebuffer's size
+    int resize_sent;
+    int pointer_moved;
+    uint16_t pointer_x, pointer_y;
+
+    // input_lock: the user's input is sent to the asset only while it is connected.
+    pthread_mutex_t input_lock;
+
+    atomic_uint terminate_code;
+    uint32_t refused_code;
+    char end_reason[512];
+
+    BITMAP_PLANAR_CONTEXT *planar;
+    BITMAP_INTERLEAVED_CONTEXT *interleaved;
+    BYTE *tiles; // GH_BATCH buffers of GH_TILE_BUFFER bytes
+    uint64_t last_record_ms;
+};
+
+typedef struct {
+    rdpContext base;
+    gh_rdp_session *session;
+} gh_peer_context;
+
+typedef struct {
+    rdpContext base;
+    gh_rdp_session *session;
+} gh_client_context;
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void copy_string(char *dst, size_t size, const char *src) {
+    if (size == 0) return;
+    snprintf(dst, size, "%s", src ? src : "");
+}
+
+// ---------------------------------------------------------------- session lifetime
+
+void gh_rdp_session_retain(gh_rdp_session *s) { atomic_fetch_add(&s->refs, 1); }
+
+void gh_rdp_session_release(gh_rdp_session *s) {
+    if (atomic_fetch_sub(&s->refs, 1) != 1) return;
+    CloseHandle(s->abort_event);
+    CloseHandle(s->wake_event);
+    pthread_mutex_destroy(&s->fb_lock);
+    pthread_mutex_destroy(&s->input_lock);
+    region16_uninit(&s->user_dirty);
+    region16_uninit(&s->record_dirty);
+    if (s->planar) freerdp_bitmap_planar_context_free(s->planar);
+    if (s->interleaved) bitmap_interleaved_context_free(s->interleaved);
+    free(s->tiles);
+    memset(s->target_info.password, 0, sizeof(s->target_info.password));
+    free(s);
+}
+
+void gh_rdp_session_terminate(gh_rdp_session *s, uint32_t code) {
+    unsigned expected = 0;
+    atomic_compare_exchange_strong(&s->terminate_code, &expected, code ? code : GH_RDP_REASON_ADMIN);
+    SetEvent(s->abort_event);
+}
+
+static gh_rdp_session *session_new(gh_rdp_server *server, freerdp_peer *peer) {
+    gh_rdp_session *s = calloc(1, sizeof(*s));
+    if (!s) return NULL;
+    atomic_init(&s->refs, 1);
+    atomic_init(&s->terminate_code, 0);
+    s->cb = server->callbacks;
+    copy_string(s->certificate_file, sizeof(s->certificate_file), server->certificate_file);
+    copy_string(s->private_key_file, sizeof(s->private_key_file), server->private_key_file);
+    s->peer = peer;
+    s->abort_event = CreateEventA(NULL, TRUE, FALSE, NULL);
+    s->wake_event = CreateEventA(NULL, TRUE, FALSE, NULL);
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&s->fb_lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+    pthread_mutex_init(&s->input_lock, NULL);
+    region16_init(&s->user_dirty);
+    region16_init(&s->record_dirty);
+    s->planar = freerdp_bitmap_planar_context_new(PLANAR_FORMAT_HEADER_NA | PLANAR_FORMAT_HEADER_RLE, GH_TILE, GH_TILE);
+    s->interleaved = bitmap_interleaved_context_new(TRUE);
+    s->tiles = malloc((size_t)GH_BATCH * GH_TILE_BUFFER);
+    if (!s->abort_event || !s->wake_event || !s->planar || !s->interleaved || !s->tiles) {
+        gh_rdp_session_release(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void end_with(gh_rdp_session *s, const char *reason) {
+    if (s->end_reason[0] == 0) copy_string(s->end_reason, sizeof(s->end_reason), reason);
+}
+
+// ---------------------------------------------------------------- asset leg (client)
+
+static void mark_dirty(gh_rdp_session *s, UINT16 left, UINT16 top, UINT16 right, UINT16 bottom) {
+    RECTANGLE_16 r = { left, top, right, bottom };
+    if (r.right <= r.left || r.bottom <= r.top) return;
+    region16_union_rect(&s->user_dirty, &s->user_dirty, &r);
+    region16_union_rect(&s->record_dirty, &s->record_dirty, &r);
+}
+
+static void mark_all_dirty(gh_rdp_session *s) {
+    mark_dirty(s, 0, 0, (UINT16)s->fb_width, (UINT16)s->fb_height);
+}
+
+static BOOL client_begin_paint(rdpContext *context) {
+    gh_rdp_session *s = ((gh_client_context *)context)->session;
+    rdpGdi *gdi = context->gdi;
+    if (!s->painting) {
+        pthread_mutex_lock(&s->fb_lock);
+        s->painting = 1;
+    }
+    if (gdi && gdi->primary && gdi->primary->hdc && gdi->primary->hdc->hwnd) {
+        gdi->primary->hdc->hwnd->invalid->null = TRUE;
+        gdi->primary->hdc->hwnd->ninvalid = 0;
+    }
+    return TRUE;
+}
+
+static BOOL client_end_paint(rdpContext *context) {
+    gh_rdp_session *s = ((gh_client_context *)context)->session;
+    rdpGdi *gdi = context->gdi;
+    if (gdi && gdi->primary && gdi->primary->hdc && gdi->primary->hdc->hwnd) {
+        HGDI_WND hwnd = gdi->primary->hdc->hwnd;
+        if (!hwnd->invalid->null) {
+            for (INT32 i = 0; i < hwnd->ninvalid; i++) {
+                HGDI_RGN r = &hwnd->cinvalid[i];
+                INT32 x = r->x < 0 ? 0 : r->x, y = r->y < 0 ? 0 : r->y;
+                INT32 right = r->x + r->w, bottom = r->y + r->h;
+                if (right > (INT32)s->fb_width) right = (INT32)s->fb_width;
+                if (bottom > (INT32)s->fb_height) bottom = (INT32)s->fb_height;
+                if (right > x && bottom > y) mark_dirty(s, (UINT16)x, (UINT16)y, (UINT16)right, (UINT16)bottom);
+            }
+        }
+        hwnd->invalid->null = TRUE;
+        hwnd->ninvalid = 0;
+    }
+    if (s->painting) {
+        s->painting = 0;
+        pthread_mutex_unlock(&s->fb_lock);
+    }
+    SetEvent(s->wake_event);
+    return TRUE;
+}
+
+static BOOL client_desktop_resize(rdpContext *context) {
+    gh_rdp_session *s = ((gh_client_context *)context)->session;
+    pthread_mutex_lock(&s->fb_lock);
+    BOOL ok = gdi_resize(context->gdi, context->settings->DesktopWidth, context->settings->DesktopHeight);
+    s->fb_width = context->gdi->width;
+    s->fb_height = context->gdi->height;
+    region16_clear(&s->user_dirty);
+    region16_clear(&s->record_dirty);
+    mark_all_dirty(s);
+    s->resize_sent = 0;
+    pthread_mutex_unlock(&s->fb_lock);
+    SetEvent(s->wake_event);
+    return ok;
+}
+
+static BOOL client_pre_connect(freerdp *instance) {
+    (void)instance;
+    return TRUE;
+}
+
+static BOOL client_post_connect(freerdp *instance) {
+    gh_rdp_session *s = ((gh_client_context *)instance->context)->session;
+    if (!gdi_init(instance, PIXEL_FORMAT_BGRX32)) return FALSE;
+    instance->update->BeginPaint = client_begin_paint;
+    instance->update->EndPaint = client_end_paint;
+    instance->update->DesktopResize = client_desktop_resize;
+    pthread_mutex_lock(&s->fb_lock);
+    s->fb_width = instance->context->gdi->width;
+    s->fb_height = instance->context->gdi->height;
+    mark_all_dirty(s);
+    pthread_mutex_unlock(&s->fb_lock);
+    pthread_mutex_lock(&s->input_lock);
+    s->target_state = TARGET_CONNECTED;
+    pthread_mutex_unlock(&s->input_lock);
+    SetEvent(s->wake_event);
+    return TRUE;
+}
+
+static BOOL client_authenticate(freerdp *instance, char **username, char **password, char **domain) {
+    (void)instance; (void)username; (void)password; (void)domain;
+    return FALSE; // stored credentials only: never prompt
+}
+
+static DWORD client_verify_certificate(freerdp *instance, const char *host, UINT16 port,
+                                       const char *common_name, const char *subject,
+                                       const char *issuer, const char *fingerprint, DWORD flags) {
+    (void)common_name; (void)subject; (void)issuer; (void)flags;
+    gh_rdp_session *s = ((gh_client_context *)instance->context)->session;
+    if (!s->cb.verify_certificate) return 0;
+    return s->cb.verify_certificate(s->ctx, host, port, fingerprint) ? 2 : 0;
+}
+
+static DWORD client_verify_changed_certificate(freerdp *instance, const char *host, UINT16 port,
+                                               const char *common_name, const char *subject,
+                                               const char *issuer, const char *new_fingerprint,
+                                               const char *old_subject, const char *old_issuer,
+                                               const char *old_fingerprint, DWORD flags) {
+    (void)old_subject; (void)old_issuer; (void)old_fingerprint;
+    return client_verify_certificate(instance, host, port, common_name, subject, issuer, new_fingerprint, flags);
+}
+
+static void *target_thread_main(void *arg) {
+    gh_rdp_session *s = arg;
+    freerdp *instance = s->target;
+    if (!freerdp_connect(instance)) {
+        UINT32 error = freerdp_get_last_error(instance->context);
+        char reason[400];
+        snprintf(reason, sizeof(reason), "cannot connect to the asset %s:%u: %s", s->target_info.host,
+                 s->target_info.port, freerdp_get_last_error_string(error));
+        pthread_mutex_lock(&s->input_lock);
+        s->target_state = TARGET_ENDED;
+        s->target_error = error;
+        end_with(s, reason);
+        pthread_mutex_unlock(&s->input_lock);
+        SetEvent(s->wake_event);
+        return NULL;
+    }
+    HANDLE handles[MAXIMUM_WAIT_OBJECTS];
+    for (;;) {
+        DWORD count = freerdp_get_event_handles(instance->context, handles, MAXIMUM_WAIT_OBJECTS - 1);
+        if (count == 0) break;
+        handles[count++] = s->abort_event;
+        DWORD status = WaitForMultipleObjects(count, handles, FALSE, 1000);
+        if (status == WAIT_FAILED) break;
+        if (WaitForSingleObject(s->abort_event, 0) == WAIT_OBJECT_0) break;
+        if (!freerdp_check_event_handles(instance->context) || freerdp_shall_disconnect(instance)) {
+            if (s->painting) {
+                s->painting = 0;
+                pthread_mutex_unlock(&s->fb_lock);
+            }
+            UINT32 error = freerdp_get_last_error(instance->context);
+            pthread_mutex_lock(&s->input_lock);
+            s->target_error = error;
+            end_with(s, "the asset closed the connection");
+            pthread_mutex_unlock(&s->input_lock);
+            break;
+        }
+    }
+    if (s->painting) {
+        s->painting = 0;
+        pthread_mutex_unlock(&s->fb_lock);
+    }
+    pthread_mutex_lock(&s->input_lock);
+    s->target_state = TARGET_ENDED;
+    pthread_mutex_unlock(&s->input_lock);
+    SetEvent(s->wake_event);
+    return NULL;
+}
+
+static BOOL target_start(gh_rdp_session *s, uint32_t width, uint32_t height) {
+    freerdp *instance = freerdp_new();
+    if (!instance) return FALSE;
+    instance->ContextSize = sizeof(gh_client_context);
+    instance->PreConnect = client_pre_connect;
+    instance->PostConnect = client_post_connect;
+    instance->Authenticate = client_authenticate;
+    instance->VerifyCertificateEx = client_verify_certificate;
+    instance->VerifyChangedCertificateEx = client_verify_changed_certificate;
+    if (!freerdp_context_new(instance)) {
+        freerdp_free(instance);
+        return FALSE;
+    }
+    ((gh_client_context *)instance->context)->session = s;
+    rdpSettings *settings = instance->settings;
+    gh_rdp_target *t = &s->target_info;
+    freerdp_settings_set_string(settings, FreeRDP_ServerHostname, t->host);
+    settings->ServerPort = t->port;
+    freerdp_settings_set_string(settings, FreeRDP_Username, t->username);
+    freerdp_settings_set_string(settings, FreeRDP_Password, t->password);
+    if (t->domain[0]) freerdp_settings_set_string(settings, FreeRDP_Domain, t->domain);
+    settings->DesktopWidth = width;
+    settings->DesktopHeight = height;
+    settings->ColorDepth = 32;
+    settings->SoftwareGdi = TRUE;
+    settings->RdpSecurity = FALSE;
+    settings->TlsSecurity = TRUE;
+    settings->NlaSecurity = TRUE;
+    settings->IgnoreCertificate = FALSE;
+    settings->AutoLogonEnabled = TRUE;
+    settings->SupportGraphicsPipeline = FALSE;
+    settings->DesktopResize = TRUE;
+    if (t->timeout_ms) settings->TcpConnectTimeout = t->timeout_ms;
+    s->target = instance;
+    s->target_state = TARGET_CONNECTING;
+    if (pthread_create(&s->target_thread, NULL, target_thread_main, s) != 0) {
+        s->target_state = TARGET_ENDED;
+        return FALSE;
+    }
+    s->target_thread_started = 1;
+    return TRUE;
+}
+
+static void target_free(gh_rdp_session *s) {
+    if (!s->target) return;
+    freerdp_abort_connect(s->target);
+    if (s->target_thread_started) pthread_join(s->target_thread, NULL);
+    freerdp_disconnect(s->target);
+    gdi_free(s->target);
+    freerdp_context_free(s->target);
+    freerdp_free(s->target);
+    s->target = NULL;
+}
+
+// ---------------------------------------------------------------- user leg (peer)
+
+static gh_rdp_session *peer_session(rdpContext *context) { return ((gh_peer_context *)context)->session; }
+
+static BOOL peer_post_connect(freerdp_peer *peer) {
+    gh_rdp_session *s = peer_session(peer->context);
+    rdpSettings *settings = peer->settings;
+    char token[256] = { 0 };
+    DWORD length = 0;
+    const char *raw = freerdp_nego_get_routing_token(peer->context, &length);
+    if (raw && length > 0) {
+        const char *prefix = "Cookie: msts=";
+        size_t skip = (length > strlen(prefix) && strncmp(raw, prefix, strlen(prefix)) == 0) ? strlen(prefix) : 0;
+        size_t n = 0;
+        for (size_t i = skip; i < length && n + 1 < sizeof(token); i++) {
+            if (raw[i] == '\r' || raw[i] == '\n' || raw[i] == 0) break;
+            token[n++] = raw[i];
+        }
+    }
+    gh_rdp_logon logon = {
+        .username = settings->Username,
+        .domain = settings->Domain,
+        .password = settings->Password,
+        .routing_token = token[0] ? token : NULL,
+        .client_address = peer->hostname,
+        .client_hostname = settings->ClientHostname,
+        .client_build = settings->ClientBuild,
+        .width = settings->DesktopWidth,
+        .height = settings->DesktopHeight,
+        .color_depth = settings->ColorDepth,
+    };
+    char reason[400] = { 0 };
+    uint32_t code = GH_RDP_REASON_PRIVILEGES;
+    memset(&s->target_info, 0, sizeof(s->target_info));
+    s->ctx = s->cb.logon(s->cb.server_context, s, &logon, &s->target_info, reason, sizeof(reason), &code);
+    if (settings->Password) memset(settings->Password, 0, strlen(settings->Password));
+    if (!s->ctx) {
+        s->refused_code = code ? code : GH_RDP_REASON_PRIVILEGES;
+        end_with(s, reason[0] ? reason : "refused");
+        return TRUE; // the loop tells the client why, then closes
+    }
+    if (!target_start(s, settings->DesktopWidth, settings->DesktopHeight)) {
+        s->refused_code = GH_RDP_REASON_DENIED;
+        end_with(s, "cannot start the connection to the asset");
+    }
+    return TRUE;
+}
+
+static BOOL peer_activate(freerdp_peer *peer) {
+    gh_rdp_session *s = peer_session(peer->context);
+    pthread_mutex_lock(&s->fb_lock);
+    if (s->target_state == TARGET_CONNECTED && peer->settings->DesktopWidth == s->fb_width &&
+        peer->settings->DesktopHeight == s->fb_height) {
+        s->peer_active = 1;
+        region16_clear(&s->user_dirty);
+        RECTANGLE_16 all = { 0, 0, (UINT16)s->fb_width, (UINT16)s->fb_height };
+        region16_union_rect(&s->user_dirty, &s->user_dirty, &all);
+    } else {
+        s->peer_active = 2; // active, but not (yet) at the asset's size
+    }
+    pthread_mutex_unlock(&s->fb_lock);
+    SetEvent(s->wake_event);
+    return TRUE;
+}
+
+static BOOL with_target(gh_rdp_session *s, BOOL (*send)(gh_rdp_session *, rdpInput *, UINT16, UINT16, UINT16),
+                        UINT16 flags, UINT16 a, UINT16 b) {
+    BOOL ok = TRUE;
+    pthread_mutex_lock(&s->input_lock);
+    if (s->target_state == TARGET_CONNECTED && s->target) ok = send(s, s->target->input, flags, a, b);
+    pthread_mutex_unlock(&s->input_lock);
+    (void)ok;
+    return TRUE; // a lost key on a closing asset leg must not end the user's loop
+}
+
+static BOOL send_sync(gh_rdp_session *s, rdpInput *in, UINT16 flags, UINT16 a, UINT16 b) {
+    (void)s; (void)a; (void)b;
+    return freerdp_input_send_synchronize_event(in, flags);
+}
+static BOOL send_key(gh_rdp_session *s, rdpInput *in, UINT16 flags, UINT16 code, UINT16 b) {
+    (void)s; (void)b;
+    return freerdp_input_send_keyboard_event(in, flags, code);
+}
+static BOOL send_unicode(gh_rdp_session *s, rdpInput *in, UINT16 flags, UINT16 code, UINT16 b) {
+    (void)s; (void)b;
+    return freerdp_input_send_unicode_keyboard_event(in, flags, code);
+}
+static BOOL send_mouse(gh_rdp_session *s, rdpInput *in, UINT16 flags, UINT16 x, UINT16 y) {
+    (void)s;
+    return freerdp_input_send_mouse_event(in, flags, x, y);
+}
+static BOOL send_xmouse(gh_rdp_session *s, rdpInput *in, UINT16 flags, UINT16 x, UINT16 y) {
+    (void)s;
+    return freerdp_input_send_extended_mouse_event(in, flags, x, y);
+}
+
+static BOOL peer_synchronize(rdpInput *input, UINT32 flags) {
+    return with_target(peer_session(input->context), send_sync, (UINT16)flags, 0, 0);
+}
+static BOOL peer_keyboard(rdpInput *input, UINT16 flags, UINT16 code) {
+    return with_target(peer_session(input->context), send_key, flags, code, 0);
+}
+static BOOL peer_unicode(rdpInput *input, UINT16 flags, UINT16 code) {
+    return with_target(peer_session(input->context), send_unicode, flags, code, 0);
+}
+static void note_pointer(gh_rdp_session *s, UINT16 x, UINT16 y) {
+    s->pointer_x = x;
+    s->pointer_y = y;
+    s->pointer_moved = 1;
+}
+static BOOL peer_mouse(rdpInput *input, UINT16 flags, UINT16 x, UINT16 y) {
+    gh_rdp_session *s = peer_session(input->context);
+    note_pointer(s, x, y);
+    return with_target(s, send_mouse, flags, x, y);
+}
+static BOOL peer_extended_mouse(rdpInput *input, UINT16 flags, UINT16 x, UINT16 y) {
+    gh_rdp_session *s = peer_session(input->context);
+    note_pointer(s, x, y);
+    return with_target(s, send_xmouse, flags, x, y);
+}
+
+static BOOL peer_refresh_rect(rdpContext *context, BYTE count, const RECTANGLE_16 *areas) {
+    gh_rdp_session *s = peer_session(context);
+    pthread_mutex_lock(&s->fb_lock);
+    for (BYTE i = 0; i < count; i++) {
+        RECTANGLE_16 r = areas[i];
+        if (r.right > s->fb_width) r.right = (UINT16)s->fb_width;
+        if (r.bottom > s->fb_height) r.bottom = (UINT16)s->fb_height;
+        if (r.right > r.left && r.bottom > r.top) region16_union_rect(&s->user_dirty, &s->user_dirty, &r);
+    }
+    pthread_mutex_unlock(&s->fb_lock);
+    SetEvent(s->wake_event);
+    return TRUE;
+}
+
+static BOOL peer_suppress_output(rdpContext *context, BYTE allow, const RECTANGLE_16 *area) {
+    (void)context; (void)allow; (void)area;
+    return TRUE;
+}
+
+/// Sends the framebuffer's `rects` to the user as compressed bitmap updates, in batches
+/// that fit the client's reassembly buffer. Called with fb_lock held.
+static BOOL send_rects(gh_rdp_session *s, const RECTANGLE_16 *rects, UINT32 count) {
+    freerdp_peer *peer = s->peer;
+    rdpSettings *settings = peer->settings;
+    rdpGdi *gdi = s->target->context->gdi;
+    const BYTE *fb = gdi->primary_buffer;
+    UINT32 stride = gdi->stride;
+    UINT32 depth = settings->ColorDepth;
+    if (depth != 32 && depth != 24 && depth != 16 && depth != 15) depth = 32;
+    UINT32 limit = settings->MultifragMaxRequestSize;
+    if (limit == 0 || limit > 0x3F0000) limit = 0x3F0000;
+    if (limit < 0x4000) limit = 0x4000;
+    limit -= 1024;
+
+    BITMAP_DATA batch[GH_BATCH];
+    UINT32 k = 0, bytes = 0;
+    BOOL ok = TRUE;
+#define FLUSH()                                                              \
+    do {                                                                     \
+        if (k > 0) {                                                         \
+            BITMAP_UPDATE update = { 0 };                                    \
+            update.count = update.number = k;                                \
+            update.rectangles = batch;                                       \
+            if (!peer->update->BitmapUpdate(peer->context, &update)) ok = FALSE; \
+            k = 0;                                                           \
+            bytes = 0;                                                       \
+        }                                                                    \
+    } while (0)
+
+    for (UINT32 i = 0; i < count && ok; i++) {
+        const RECTANGLE_16 *r = &rects[i];
+        for (UINT32 top = r->top; top < r->bottom && ok; top += GH_TILE) {
+            for (UINT32 left = r->left; left < r->right && ok; left += GH_TILE) {
+                UINT32 x = left, y = top;
+                UINT32 w = r->right - left < GH_TILE ? r->right - left : GH_TILE;
+                UINT32 h = r->bottom - top < GH_TILE ? r->bottom - top : GH_TILE;
+                // Codecs want at least 4x4: grow small tiles towards the origin.
+                if (w < 4) { UINT32 grow = 4 - w; x = x >= grow ? x - grow : 0; w = 4; }
+                if (h < 4) { UINT32 grow = 4 - h; y = y >= grow ? y - grow : 0; h = 4; }
+                if (x + w > s->fb_width || y + h > s->fb_height) continue;
+                if (bytes + GH_TILE_BUFFER > limit) FLUSH();
+                BYTE *buffer = s->tiles + (size_t)k * GH_TILE_BUFFER;
+                BITMAP_DATA *b = &batch[k];
+                memset(b, 0, sizeof(*b));
+                b->destLeft = x;
+                b->destTop = y;
+                b->destRight = x + w - 1;
+                b->destBottom = y + h - 1;
+                b->width = w;
+                b->height = h;
+                b->compressed = TRUE;
+                if (depth == 32) {
+                    UINT32 size = GH_TILE_BUFFER;
+                    const BYTE *src = fb + (size_t)y * stride + (size_t)x * 4;
+                    if (!freerdp_bitmap_compress_planar(s->planar, src, gdi->dstFormat, w, h, stride, buffer, &size))
+                        { ok = FALSE; break; }
+                    b->bitmapLength = size;
+                    b->bitsPerPixel = 32;
+                    b->cbScanWidth = w * 4;
+                    b->cbUncompressedSize = w * h * 4;
+                } else {
+                    UINT32 size = GH_TILE_BUFFER;
+                    UINT32 bytesPerPixel = (depth + 7) / 8;
+                    if (!interleaved_compress(s->interleaved, buffer, &size, w, h, fb, gdi->dstFormat, stride, x, y, NULL, depth))
+                        { ok = FALSE; break; }
+                    b->bitmapLength = size;
+                    b->bitsPerPixel = depth;
+                    b->cbScanWidth = w * bytesPerPixel;
+                    b->cbUncompressedSize = w * h * bytesPerPixel;
+                }
+                b->bitmapDataStream = buffer;
+                b->cbCompMainBodySize = b->bitmapLength;
+                bytes += b->bitmapLength + 32;
+                k++;
+                if (k == GH_BATCH) FLUSH();
+            }
+        }
+    }
+    if (ok) FLUSH();
+#undef FLUSH
+    return ok;
+}
+
+/// Work for the user's thread after a wake-up: resize the client to the asset's desktop,
+/// send what changed, hand frames to the recorder. Returns the ms until the next recorded
+/// frame is due, or INFINITE; sets *fail when the recorder refused a frame.
+static DWORD pump(gh_rdp_session *s, int *fail) {
+    freerdp_peer *peer = s->peer;
+    DWORD wait = INFINITE;
+    pthread_mutex_lock(&s->fb_lock);
+    if (s->target_state == TARGET_CONNECTED && s->fb_width > 0) {
+        if (!s->announced) {
+            s->announced = 1;
+            if (s->cb.connected) s->cb.connected(s->ctx, s->fb_width, s->fb_height);
+        }
+        BOOL sized = peer->settings->DesktopWidth == s->fb_width && peer->settings->DesktopHeight == s->fb_height;
+        if (!sized && !s->resize_sent && s->peer_active) {
+            if (!peer->settings->DesktopResize) {
+                end_with(s, "the user's client cannot take the asset's desktop size");
+                *fail = GH_RDP_REASON_DENIED;
+                pthread_mutex_unlock(&s->fb_lock);
+                return INFINITE;
+            }
+            peer->settings->DesktopWidth = s->fb_width;
+            peer->settings->DesktopHeight = s->fb_height;
+            s->resize_sent = 1;
+            s->peer_active = 0;
+            if (s->cb.resized && s->announced) s->cb.resized(s->ctx, s->fb_width, s->fb_height);
+            peer->update->DesktopResize(peer->context);
+        } else if (sized && s->peer_active == 2) {
+            s->peer_active = 1;
+            RECTANGLE_16 all = { 0, 0, (UINT16)s->fb_width, (UINT16)s->fb_height };
+            region16_union_rect(&s->user_dirty, &s->user_dirty, &all);
+        }
+        if (s->peer_active == 1 && sized && !region16_is_empty(&s->user_dirty)) {
+            UINT32 n = 0;
+            const RECTANGLE_16 *rects = region16_rects(&s->user_dirty, &n);
+            if (!send_rects(s, rects, n)) {
+                end_with(s, "cannot send the desktop to the user's client");
+                *fail = GH_RDP_REASON_DENIED;
+            }
+            region16_clear(&s->user_dirty);
+        }
+        if (!region16_is_empty(&s->record_dirty) || s->pointer_moved) {
+            uint64_t now = now_ms();
+            uint64_t due = s->last_record_ms + GH_RECORD_INTERVAL_MS;
+            if (now >= due) {
+                s->last_record_ms = now;
+                if (s->pointer_moved && s->cb.pointer) s->cb.pointer(s->ctx, s->pointer_x, s->pointer_y);
+                s->pointer_moved = 0;
+                if (!region16_is_empty(&s->record_dirty)) {
+                    UINT32 n = 0;
+                    const RECTANGLE_16 *rects = region16_rects(&s->record_dirty, &n);
+                    gh_rdp_rect out[n > 0 ? n : 1];
+                    for (UINT32 i = 0; i < n; i++) {
+                        out[i].x = rects[i].left;
+                        out[i].y = rects[i].top;
+                        out[i].width = rects[i].right - rects[i].left;
+                        out[i].height = rects[i].bottom - rects[i].top;
+                    }
+                    rdpGdi *gdi = s->target->context->gdi;
+                    if (s->cb.frame && !s->cb.frame(s->ctx, gdi->primary_buffer, gdi->stride, s->fb_width, s->fb_height, out, n)) {
+                        end_with(s, "the recording failed: the session cannot go on unrecorded");
+                        *fail = GH_RDP_REASON_DENIED;
+                    }
+                    region16_clear(&s->record_dirty);
+                }
+            } else {
+                wait = (DWORD)(due - now);
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->fb_lock);
+    return wait;
+}
+
+static uint32_t asset_reason(gh_rdp_session *s) {
+    UINT32 error = s->target_error;
+    if (((error >> 16) & 0xFFFF) == FREERDP_ERROR_ERRINFO_CLASS && (error & 0xFFFF) != 0) return error & 0xFFFF;
+    return s->announced ? GH_RDP_REASON_LOGOFF : GH_RDP_REASON_DENIED;
+}
+
+static void tell_and_close(freerdp_peer *peer, uint32_t code) {
+    freerdp_set_error_info(peer->context->rdp, code);
+    freerdp_send_error_info(peer->context->rdp);
+    peer->Close(peer);
+}
+
+static void *peer_thread_main(void *arg) {
+    gh_rdp_session *s = arg;
+    freerdp_peer *peer = s->peer;
+    rdpSettings *settings = peer->settings;
+    freerdp_settings_set_string(settings, FreeRDP_CertificateFile, s->certificate_file);
+    freerdp_settings_set_string(settings, FreeRDP_PrivateKeyFile, s->private_key_file);
+    freerdp_settings_set_string(settings, FreeRDP_RdpKeyFile, s->private_key_file);
+    settings->RdpSecurity = FALSE;
+    settings->TlsSecurity = TRUE;
+    settings->NlaSecurity = FALSE; // credentials arrive in Client Info, inside TLS
+    settings->ColorDepth = 32;
+    settings->RefreshRect = TRUE;
+    settings->SuppressOutput = TRUE;
+    settings->RemoteFxCodec = FALSE;
+    settings->NSCodec = FALSE;
+    settings->SupportGraphicsPipeline = FALSE;
+    peer->PostConnect = peer_post_connect;
+    peer->Activate = peer_activate;
+    peer->input->SynchronizeEvent = peer_synchronize;
+    peer->input->KeyboardEvent = peer_keyboard;
+    peer->input->UnicodeKeyboardEvent = peer_unicode;
+    peer->input->MouseEvent = peer_mouse;
+    peer->input->ExtendedMouseEvent = peer_extended_mouse;
+    peer->update->RefreshRect = peer_refresh_rect;
+    peer->update->SuppressOutput = peer_suppress_output;
+
+    if (!peer->Initialize(peer)) {
+        end_with(s, "the TLS setup failed (certificate or key)");
+    } else {
+        DWORD wait = INFINITE;
+        for (;;) {
+            HANDLE handles[MAXIMUM_WAIT_OBJECTS];
+            DWORD count = peer->GetEventHandles(peer, handles, MAXIMUM_WAIT_OBJECTS - 2);
+            if (count == 0) { end_with(s, "internal error: no event handles"); break; }
+            handles[count++] = s->abort_event;
+            handles[count++] = s->wake_event;
+            if (WaitForMultipleObjects(count, handles, FALSE, wait == INFINITE ? 5000 : wait) == WAIT_FAILED) {
+                end_with(s, "internal error: wait failed");
+                break;
+            }
+            ResetEvent(s->wake_event); // before the work, so a wake-up during it is not lost
+            if (!peer->CheckFileDescriptor(peer)) { end_with(s, "the user disconnected"); break; }
+            uint32_t code = atomic_load(&s->terminate_code);
+            if (code) { end_with(s, "terminated"); tell_and_close(peer, code); break; }
+            if (s->refused_code) { tell_and_close(peer, s->refused_code); break; }
+            int fail = 0;
+            wait = pump(s, &fail);
+            if (fail) { tell_and_close(peer, (uint32_t)fail); break; }
+            if (s->target_state == TARGET_ENDED) {
+                end_with(s, "the asset closed the connection");
+                tell_and_close(peer, asset_reason(s));
+                break;
+            }
+        }
+    }
+    SetEvent(s->abort_event);
+    uint64_t sent = freerdp_get_transport_sent(peer->context, FALSE);
+    target_free(s);
+    peer->Disconnect(peer);
+    if (s->ctx && s->cb.closed) s->cb.closed(s->ctx, s->end_reason, sent, 0);
+    freerdp_peer_context_free(peer);
+    freerdp_peer_free(peer);
+    s->peer = NULL;
+    gh_rdp_session_release(s);
+    return NULL;
+}
+
+// ---------------------------------------------------------------- listener
+
+static BOOL listener_peer_accepted(freerdp_listener *listener, freerdp_peer *peer) {
+    gh_rdp_server *server = listener->info;
+    gh_rdp_session *s = session_new(server, peer);
+    if (!s) {
+        freerdp_peer_free(peer);
+        return FALSE;
+    }
+    peer->ContextSize = sizeof(gh_peer_context);
+    if (!freerdp_peer_context_new(peer)) {
+        s->peer = NULL;
+        gh_rdp_session_release(s);
+        freerdp_peer_free(peer);
+        return FALSE;
+    }
+    ((gh_peer_context *)peer->context)->session = s;
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, peer_thread_main, s) != 0) {
+        freerdp_peer_context_free(peer);
+        freerdp_peer_free(peer);
+        s->peer = NULL;
+        gh_rdp_session_release(s);
+        return FALSE;
+    }
+    pthread_detach(thread);
+    return TRUE;
+}
+
+static void *listener_thread_main(void *arg) {
+    gh_rdp_server *server = arg;
+    HANDLE handles[MAXIMUM_WAIT_OBJECTS];
+    for (;;) {
+        DWORD count = server->listener->GetEventHandles(server->listener, handles, MAXIMUM_WAIT_OBJECTS - 1);
+        if (count == 0) break;
+        handles[count++] = server->stop_event;
+        if (WaitForMultipleObjects(count, handles, FALSE, INFINITE) == WAIT_FAILED) break;
+        if (WaitForSingleObject(server->stop_event, 0) == WAIT_OBJECT_0) break;
+        if (!server->listener->CheckFileDescriptor(server->listener)) break;
+    }
+    server->listener->Close(server->listener);
+    return NULL;
+}
+
+static void init_ssl(void) { winpr_InitializeSSL(WINPR_SSL_INIT_DEFAULT); }
+
+gh_rdp_server *gh_rdp_server_start(const gh_rdp_server_options *options, const gh_rdp_callbacks *callbacks,
+                                   char *error, size_t error_size) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, init_ssl);
+    gh_rdp_server *server = calloc(1, sizeof(*server));
+    if (!server) { copy_string(error, error_size, "out of memory"); return NULL; }
+    server->callbacks = *callbacks;
+    copy_string(server->certificate_file, sizeof(server->certificate_file), options->certificate_file);
+    copy_string(server->private_key_file, sizeof(server->private_key_file), options->private_key_file);
+    server->port = options->port;
+    server->stop_event = CreateEventA(NULL, TRUE, FALSE, NULL);
+    server->listener = freerdp_listener_new();
+    if (!server->stop_event || !server->listener) {
+        copy_string(error, error_size, "cannot create the RDP listener");
+        goto fail;
+    }
+    server->listener->info = server;
+    server->listener->PeerAccepted = listener_peer_accepted;
+    if (!server->listener->Open(server->listener, options->host, options->port)) {
+        snprintf(error, error_size, "cannot listen for RDP on %s:%u (in use, or not allowed)",
+                 options->host ? options->host : "*", options->port);
+        goto fail;
+    }
+    if (pthread_create(&server->thread, NULL, listener_thread_main, server) != 0) {
+        copy_string(error, error_size, "cannot start the RDP listener thread");
+        server->listener->Close(server->listener);
+        goto fail;
+    }
+    return server;
+fail:
+    if (server->listener) freerdp_listener_free(server->listener);
+    if (server->stop_event) CloseHandle(server->stop_event);
+    free(server);
+    return NULL;
+}
+
+uint16_t gh_rdp_server_port(const gh_rdp_server *server) { return server->port; }
+
+void gh_rdp_server_stop(gh_rdp_server *server) {
+    SetEvent(server->stop_event);
+    pthread_join(server->thread, NULL);
+    freerdp_listener_free(server->listener);
+    CloseHandle(server->stop_event);
+    free(server);
+}
