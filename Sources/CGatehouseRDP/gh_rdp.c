@@ -677,10 +677,20 @@ static uint32_t asset_reason(gh_rdp_session *s) {
     return s->announced ? GH_RDP_REASON_LOGOFF : GH_RDP_REASON_DENIED;
 }
 
+/// Tells the client why (an error info PDU, sent by Close with Deactivate All) and lets it
+/// hang up first: a client still writing when the socket closes reports a network error
+/// instead of the reason.
 static void tell_and_close(freerdp_peer *peer, uint32_t code) {
     freerdp_set_error_info(peer->context->rdp, code);
-    freerdp_send_error_info(peer->context->rdp);
     peer->Close(peer);
+    uint64_t deadline = now_ms() + 2000;
+    while (now_ms() < deadline) {
+        HANDLE handles[MAXIMUM_WAIT_OBJECTS];
+        DWORD count = peer->GetEventHandles(peer, handles, MAXIMUM_WAIT_OBJECTS);
+        if (count == 0) break;
+        WaitForMultipleObjects(count, handles, FALSE, 100);
+        if (!peer->CheckFileDescriptor(peer)) break;
+    }
 }
 
 static void *peer_thread_main(void *arg) {

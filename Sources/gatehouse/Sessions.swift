@@ -109,13 +109,34 @@ struct Sessions: ParsableCommand {
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write a session's recording as an asciicast v2 file (for asciinema play / gatehouse play).")
+            abstract: "Write a session's recording as an asciicast v2 file (for asciinema play / gatehouse play), "
+                + "or a desktop session's as an MP4 video (--mp4).")
         @OptionGroup var options: ConfigOption
         @Argument(help: "Session id or its short serial.") var id: String
         @Option(name: .shortAndLong, help: "Output file (default: standard output).") var output: String?
+        @Option(name: .customLong("mp4"), help: ArgumentHelp("Write a desktop (RDP) session's recording as an MP4 video to this file (needs ffmpeg).",
+                                                             valueName: "path"))
+        var mp4: String?
+
+        func validate() throws {
+            if mp4 != nil, output != nil { throw ValidationError("use either --output or --mp4") }
+        }
 
         func run() throws {
             let audit = try openAudit(options)
+            if let mp4 {
+                let (session, path) = try locateRecording(audit, id: id)
+                guard path.hasSuffix(".gdr") else {
+                    throw fail("session \(session.shortID) is a terminal recording, not a desktop one: --mp4 is for desktop (RDP) sessions; "
+                               + "export it without --mp4 and play it with gatehouse play or asciinema")
+                }
+                do {
+                    try DesktopVideoExporter.exportMP4(recording: path, to: mp4)
+                } catch {
+                    throw fail("\(error)")
+                }
+                return
+            }
             let data = try loadRecording(audit, id: id)
             if let output {
                 guard FileManager.default.createFile(atPath: output, contents: data, attributes: [.posixPermissions: 0o600]) else {
@@ -130,6 +151,12 @@ struct Sessions: ParsableCommand {
 
 /// The uncompressed asciicast of a session (gzip or plain on disk).
 func loadRecording(_ audit: AuditTrail, id: String) throws -> Data {
+    let (_, existing) = try locateRecording(audit, id: id)
+    do { return try Gzip.readFile(existing) } catch { throw fail("\(error)") }
+}
+
+/// A session and the file its recording is in now (the compressed or the plain name).
+func locateRecording(_ audit: AuditTrail, id: String) throws -> (SessionRecord, String) {
     let session: SessionRecord
     do { session = try audit.store.session(id: id) } catch { throw fail("\(error)") }
     guard let relative = session.recording else {
@@ -141,7 +168,7 @@ func loadRecording(_ audit: AuditTrail, id: String) throws -> Data {
     guard let existing = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
         throw fail("the recording of session \(session.shortID) is missing: \(path)")
     }
-    do { return try Gzip.readFile(existing) } catch { throw fail("\(error)") }
+    return (session, existing)
 }
 
 struct SessionJSON: Encodable {

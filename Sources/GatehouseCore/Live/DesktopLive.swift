@@ -60,6 +60,11 @@ public final class DesktopLive: @unchecked Sendable {
     /// since, then new records as published. `send` returns false when the watcher is gone or
     /// too slow; then it is detached. Returns a token for `detach`. After `end`, the watcher
     /// gets the backlog (which closes with END) and is not kept.
+    ///
+    /// `send` runs on the thread of `attach` (the backlog) and of `publish` (the recorder's
+    /// encoder queue), so it must not block: hand the bytes to the connection's own writer
+    /// and return false once that one is too far behind. Each message is one or more whole
+    /// records; the first starts with a KEYFRAME.
     @discardableResult
     public func attach(_ send: @escaping @Sendable (Data) -> Bool) -> Int {
         let watcher = Watcher(send: send)
@@ -172,12 +177,11 @@ public final class DesktopLive: @unchecked Sendable {
         }
     }
 
-    /// After the end: watchers still draining finish their queues (which hold END), then go.
+    /// After the end. A watcher still being drained by another thread keeps its queue (which
+    /// ends with END) until that thread has sent it.
     private func detachAll() {
         lock.withLock {
-            for w in watchers.values {
-                if !w.draining { w.attached = false }
-            }
+            for w in watchers.values { w.attached = false }
             watchers.removeAll()
         }
     }

@@ -105,6 +105,9 @@ public final class DesktopRecorder: @unchecked Sendable {
     public init(path: String, width: Int, height: Int, title: String, started: Date, live: DesktopLive?,
                 keyframeInterval: TimeInterval = 10, onFailure: @escaping @Sendable (String) -> Void) throws {
         let width = Self.clampSize(width), height = Self.clampSize(height)
+        guard width * height <= DesktopCanvas.maxPixels else {
+            throw RecorderError.cannotOpen(path, "screen size \(width)x\(height) too large")
+        }
         self.path = path
         self.started = started
         self.keyframeInterval = max(0.01, keyframeInterval)
@@ -189,9 +192,11 @@ public final class DesktopRecorder: @unchecked Sendable {
         }
     }
 
-    /// RESIZE record; the screen becomes that size, black.
+    /// RESIZE record; the screen becomes that size, black. A size no player could draw
+    /// (over `DesktopCanvas.maxPixels`) is ignored.
     public func resize(width: Int, height: Int) {
         let width = Self.clampSize(width), height = Self.clampSize(height)
+        guard width * height <= DesktopCanvas.maxPixels else { return }
         lock.withLock {
             guard !closed else { return }
             resizeLocked(width: width, height: height)
@@ -527,7 +532,9 @@ public final class DesktopRecorder: @unchecked Sendable {
     private static func clampSize(_ n: Int) -> Int { min(max(n, 1), Int(UInt16.max)) }
 
     private static func keyframeRecord(_ screen: [UInt32], width: Int, height: Int, time: UInt32) -> Data {
-        let tile = screen.withUnsafeBytes { DesktopTile(x: 0, y: 0, width: width, height: height, rgba: $0) }
+        let tile = screen.withUnsafeBytes {
+            DesktopTile(x: 0, y: 0, width: width, height: height, rgba: $0, level: DesktopZlib.keyframeLevel)
+        }
         return DesktopRecord.keyframe(tile).encoded(time: time)
     }
 

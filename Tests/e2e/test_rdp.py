@@ -1,0 +1,175 @@
+"""RDP through the gateway with real peers: xfreerdp -> Gatehouse -> freerdp-shadow-cli (NLA).
+
+What a user and an auditor see: the asset's screen on the user's client, keys and clicks on
+the asset, the session in the records with a desktop recording whose last frame is the
+asset's screen and an MP4 export, terminate, and refusals with the reason on the client.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PASSWORDS, Gateway, _ITEM_PROCS, free_port
+from rdp import ASSET_PASSWORD, ASSET_USER, RDPUser, ShadowAsset, matches_asset, missing_tools
+from test_live import api, token_for
+
+pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"RDP test tools missing: {missing_tools()}")
+
+# xfreerdp's exit codes: the server's disconnect reason (MS-RDPBCGR error info) comes back as
+# the process's exit code.
+EXIT_ADMIN_DISCONNECT = 1       # ERRINFO_RPC_INITIATED_DISCONNECT
+EXIT_INSUFFICIENT_PRIVILEGES = 9
+EXIT_LOGOFF = 2
+
+
+@pytest.fixture(scope="module")
+def shadow_asset(tmp_path_factory):
+    asset = ShadowAsset(tmp_path_factory.mktemp("rdp-asset"))
+    asset.start()
+    yield asset
+    asset.stop()
+
+
+@pytest.fixture(scope="module")
+def rdp_gateway(tmp_path_factory, gatehouse, shadow_asset, keys, password_hashes):
+    d = tmp_path_factory.mktemp("rdp-gateway")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "rdp.key"),
+                    "-out", str(d / "rdp.crt"), "-days", "2", "-subj", "/CN=gatehouse-test"],
+                   check=True, capture_output=True, timeout=60)
+    secret = d / "rdpuser.password"
+    secret.write_text(ASSET_PASSWORD + "\n")
+    secret.chmod(0o600)
+    config = {
+        "data_dir": "var",
+        "listen": {"ssh": f"127.0.0.1:{free_port()}", "web": f"127.0.0.1:{free_port()}", "rdp": f"127.0.0.1:{free_port()}"},
+        "rdp": {"certificate": str(d / "rdp.crt"), "private_key": str(d / "rdp.key")},
+        "users": [
+            {"name": "alice", "password_hash": password_hashes["alice"]},
+            {"name": "bob", "password_hash": password_hashes["bob"]},
+            {"name": "adam", "password_hash": password_hashes["adam"], "role": "admin"},
+        ],
+        "assets": [
+            {"name": "desk01", "host": "127.0.0.1", "rdp_port": shadow_asset.port,
+             "accounts": [{"name": ASSET_USER, "password_file": str(secret)}]},
+            {"name": "desk02", "host": "127.0.0.1", "rdp_port": shadow_asset.port,
+             "accounts": [{"name": ASSET_USER, "password_file": str(secret)}]},
+        ],
+        "grants": [{"users": ["alice"], "assets": ["desk01"]}],
+    }
+    g = Gateway(gatehouse, d, config, keys, name="RDP gateway")
+    g.rdp_port = int(config["listen"]["rdp"].rsplit(":", 1)[1])
+    _ITEM_PROCS.append(g)
+    g.start()
+    yield g
+    g.stop()
+
+
+@pytest.fixture
+def rdp_user(tmp_path):
+    users = []
+
+    def make(name="user"):
+        u = RDPUser(tmp_path, name)
+        users.append(u)
+        return u
+
+    yield make
+    for u in users:
+        u.stop()
+
+
+def wait_for(predicate, timeout=20, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def rdp_sessions(gw, token, **query):
+    q = "&".join(f"{k}={v}" for k, v in {"protocol": "rdp", **query}.items())
+    status, page, _ = api(gw, "GET", f"/api/v1/sessions?{q}", token=token)
+    assert status == 200, page
+    return page["sessions"]
+
+
+def test_desktop_relayed_recorded_exported_and_terminated(rdp_gateway, shadow_asset, rdp_user, tmp_path):
+    gw = rdp_gateway
+    admin = token_for(gw, "adam")
+    user = rdp_user().connect(gw.rdp_port, "alice#desk01", PASSWORDS["alice"])
+
+    # The user sees the asset's screen through the gateway.
+    wrong = user.wait_for_screen(tmp_path / "user-screen.png")
+    assert not wrong, f"the user's screen does not show the asset's picture: {wrong}\n{user.log_text()[-3000:]}"
+
+    # Keys and clicks reach the asset.
+    user.type("gh")
+    user.click(500, 400)
+    events = wait_for(lambda: (e := shadow_asset.events()) and "ButtonPress" in e and "(keysym 0x68, h)" in e and e,
+                      what="the user's keys and click on the asset's screen")
+    assert "(keysym 0x67, g)" in events
+
+    # The session is online, as RDP, with the client and the screen size.
+    online = wait_for(lambda: rdp_sessions(gw, admin, state="online"), what="the online RDP session")
+    s = online[0]
+    assert (s["user"], s["asset"], s["account"], s["protocol"]) == ("alice", "desk01", ASSET_USER, "rdp"), s
+    assert "build" in s["client_software"] and s["program"] == "desktop 1024x768", s
+
+    # Terminate: the client is told an administrator disconnected it (xfreerdp 2 prints the
+    # reason, then exits as for a logoff because the server's ultimatum says "user requested").
+    status, answer, _ = api(gw, "POST", f"/api/v1/sessions/{s['id']}/terminate", token=admin)
+    assert status == 200, answer
+    rc = user.wait(20)
+    assert rc in (EXIT_ADMIN_DISCONNECT, EXIT_LOGOFF), f"exit {rc}: {user.log_text()[-2000:]}"
+    assert "initiated by an administrative tool" in user.log_text(), user.log_text()[-3000:]
+
+    ended = wait_for(lambda: [x for x in rdp_sessions(gw, admin, state="terminated") if x["id"] == s["id"]],
+                     what="the terminated session in the records")[0]
+    assert ended["terminated_by"] == "adam", ended
+    status, details, _ = api(gw, "GET", f"/api/v1/sessions/{s['id']}/activities", token=admin)
+    kinds = [a["kind"] for a in details["activities"]]
+    assert {"connected", "authenticated", "upstream_connected", "terminated"} <= set(kinds), kinds
+
+    # The recording replays to the asset's screen: its MP4 export has frames, the last one
+    # the asset's picture.
+    mp4 = tmp_path / "session.mp4"
+    r = subprocess.run([str(gw.binary), "sessions", "export", s["id"], "--mp4", str(mp4), "--config", str(gw.config_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    frames = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                             "stream=nb_read_frames,width,height", "-of", "json", str(mp4)],
+                            capture_output=True, text=True, timeout=60, check=True)
+    stream = json.loads(frames.stdout)["streams"][0]
+    assert (stream["width"], stream["height"]) == (1024, 768), stream
+    assert int(stream["nb_read_frames"]) >= 10, stream
+    last = tmp_path / "last-frame.png"
+    subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.5", "-i", str(mp4), "-update", "1", "-y", str(last)],
+                   check=True, capture_output=True, timeout=60)
+    assert not matches_asset(last, tolerance=32), "the recording's last frame is not the asset's screen"
+
+
+@pytest.mark.parametrize("login,password,reason", [
+    ("alice#desk01", "not-the-password", "wrong password"),
+    ("alice#nosuch", PASSWORDS["alice"], 'unknown asset "nosuch"'),
+    ("alice#desk02", PASSWORDS["alice"], 'no grant for asset "desk02"'),
+    ("bob#desk01", PASSWORDS["bob"], 'no grant for asset "desk01"'),
+])
+def test_refusals_reach_the_client(rdp_gateway, rdp_user, login, password, reason):
+    start = rdp_gateway.log_size()
+    user = rdp_user().connect(rdp_gateway.rdp_port, login, password)
+    assert user.wait(30) == EXIT_INSUFFICIENT_PRIVILEGES, user.log_text()[-3000:]
+    log = rdp_gateway.log_text(start)
+    assert "rdp login refused" in log and reason in log, log[-3000:]
+
+
+def test_routing_token_names_the_asset(rdp_gateway, rdp_user, tmp_path):
+    user = rdp_user().connect(rdp_gateway.rdp_port, "alice", PASSWORDS["alice"], "/load-balance-info:Cookie: msts=desk01")
+    wrong = user.wait_for_screen(tmp_path / "screen.png")
+    assert not wrong, f"no desktop through the routing token: {wrong}\n{user.log_text()[-3000:]}"
