@@ -106,8 +106,9 @@ def matches_asset(png: Path, offset=(0, 0), tolerance=24) -> dict:
 class ShadowAsset(LoggedProcess):
     """freerdp-shadow-cli sharing a painted Xvfb display, NLA only, one account."""
 
-    def __init__(self, workdir: Path):
-        self.name = "asset (freerdp-shadow-cli)"
+    def __init__(self, workdir: Path, security: str = "nla"):
+        self.name = f"asset (freerdp-shadow-cli, {security})"
+        self.security = security
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "shadow.log"
@@ -136,7 +137,7 @@ class ShadowAsset(LoggedProcess):
         events.close()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            ["freerdp-shadow-cli", f"/port:{self.port}", "/bind-address:127.0.0.1", "/sec:nla", f"/sam-file:{sam}"],
+            ["freerdp-shadow-cli", f"/port:{self.port}", "/bind-address:127.0.0.1", f"/sec:{self.security}", f"/sam-file:{sam}", *([] if self.security == "nla" else ["-auth"])],
             env=self.display.env(XDG_CONFIG_HOME=str(self.dir / "xdg")), stdout=log, stderr=log, start_new_session=True)
         log.close()
         assert wait_port(self.port), f"shadow server not listening:\n{self.log_text()}"
