@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -18,6 +19,8 @@
 #include <winpr/synch.h>
 #include <winpr/wlog.h>
 #include <winpr/ssl.h>
+#include <winpr/ntlm.h>
+#include <winpr/sspi.h>
 
 #define GH_TILE 64
 #define GH_TILE_BUFFER (GH_TILE * GH_TILE * 4 + 256)
@@ -27,6 +30,7 @@
 enum { TARGET_IDLE, TARGET_CONNECTING, TARGET_CONNECTED, TARGET_ENDED };
 
 struct gh_rdp_server {
+    int nla;
     freerdp_listener *listener;
     gh_rdp_callbacks callbacks;
     char certificate_file[1024];
@@ -41,6 +45,10 @@ struct gh_rdp_session {
     gh_rdp_callbacks cb;
     char certificate_file[1024];
     char private_key_file[1024];
+    int nla;
+    // Credentials delegated through NLA (CredSSP), UTF-8; used instead of Client Info's.
+    char nla_user[256], nla_domain[256], nla_password[512];
+    int nla_done;
     void *ctx; // the Swift session; NULL until logon accepted it
     freerdp_peer *peer;
     freerdp *target;
@@ -116,6 +124,7 @@ void gh_rdp_session_release(gh_rdp_session *s) {
     if (s->interleaved) bitmap_interleaved_context_free(s->interleaved);
     free(s->tiles);
     memset(s->target_info.password, 0, sizeof(s->target_info.password));
+    memset(s->nla_password, 0, sizeof(s->nla_password));
     free(s);
 }
 
@@ -133,6 +142,7 @@ static gh_rdp_session *session_new(gh_rdp_server *server, freerdp_peer *peer) {
     s->cb = server->callbacks;
     copy_string(s->certificate_file, sizeof(s->certificate_file), server->certificate_file);
     copy_string(s->private_key_file, sizeof(s->private_key_file), server->private_key_file);
+    s->nla = server->nla;
     s->peer = peer;
     s->abort_event = CreateEventA(NULL, TRUE, FALSE, NULL);
     s->wake_event = CreateEventA(NULL, TRUE, FALSE, NULL);
@@ -394,9 +404,10 @@ static BOOL peer_post_connect(freerdp_peer *peer) {
         }
     }
     gh_rdp_logon logon = {
-        .username = settings->Username,
-        .domain = settings->Domain,
-        .password = settings->Password,
+        .username = s->nla_done ? s->nla_user : settings->Username,
+        .domain = s->nla_done ? s->nla_domain : settings->Domain,
+        .password = s->nla_done ? s->nla_password : settings->Password,
+        .nla = s->nla_done,
         .routing_token = token[0] ? token : NULL,
         .client_address = peer->hostname,
         .client_hostname = settings->ClientHostname,
@@ -410,6 +421,7 @@ static BOOL peer_post_connect(freerdp_peer *peer) {
     memset(&s->target_info, 0, sizeof(s->target_info));
     s->ctx = s->cb.logon(s->cb.server_context, s, &logon, &s->target_info, reason, sizeof(reason), &code);
     if (settings->Password) memset(settings->Password, 0, strlen(settings->Password));
+    memset(s->nla_password, 0, sizeof(s->nla_password));
     if (!s->ctx) {
         s->refused_code = code ? code : GH_RDP_REASON_PRIVILEGES;
         end_with(s, reason[0] ? reason : "refused");
@@ -420,6 +432,53 @@ static BOOL peer_post_connect(freerdp_peer *peer) {
         end_with(s, "cannot start the connection to the asset");
     }
     return TRUE;
+}
+
+static void utf16_to_utf8(const UINT16 *text, UINT32 length, char *out, size_t size) {
+    out[0] = 0;
+    if (!text || length == 0) return;
+    char *converted = NULL;
+    if (ConvertFromUnicode(CP_UTF8, 0, (LPCWSTR)text, (int)length, &converted, 0, NULL, NULL) > 0 && converted) {
+        copy_string(out, size, converted);
+        memset(converted, 0, strlen(converted));
+    }
+    free(converted);
+}
+
+/// CredSSP delegated the user's credentials: keep them for the logon callback.
+static BOOL peer_logon(freerdp_peer *peer, SEC_WINNT_AUTH_IDENTITY *identity, BOOL automatic) {
+    (void)automatic;
+    gh_rdp_session *s = peer_session(peer->context);
+    if (!identity) return TRUE;
+    utf16_to_utf8(identity->User, identity->UserLength, s->nla_user, sizeof(s->nla_user));
+    utf16_to_utf8(identity->Domain, identity->DomainLength, s->nla_domain, sizeof(s->nla_domain));
+    utf16_to_utf8(identity->Password, identity->PasswordLength, s->nla_password, sizeof(s->nla_password));
+    s->nla_done = s->nla_user[0] != 0;
+    return TRUE;
+}
+
+/// NTLM inside CredSSP: the NTLMv2 hash of the user's one-time RDP password. WinPR 2 reads
+/// the result as a boolean (non-zero: the hash is filled), not as a SECURITY_STATUS.
+static SECURITY_STATUS peer_compute_ntlm_hash(void *client, const SEC_WINNT_AUTH_IDENTITY *identity,
+                                              const SecBuffer *proof, const BYTE *randkey, const BYTE *mic,
+                                              const SecBuffer *mic_value, BYTE *ntlm_hash) {
+    (void)proof; (void)randkey; (void)mic; (void)mic_value;
+    freerdp_peer *peer = client;
+    gh_rdp_session *s = peer_session(peer->context);
+    if (!identity || !s->cb.nla_hash) return 0;
+    char user[256];
+    utf16_to_utf8(identity->User, identity->UserLength, user, sizeof(user));
+    BYTE v1[16];
+    if (!s->cb.nla_hash(s->cb.server_context, user, v1)) return 0;
+    BOOL ok = NTOWFv2FromHashW(v1, (LPWSTR)identity->User, identity->UserLength * 2, (LPWSTR)identity->Domain,
+                               identity->DomainLength * 2, ntlm_hash);
+    memset(v1, 0, sizeof(v1));
+    return ok ? 1 : 0;
+}
+
+int gh_rdp_nt_hash(const char *password, uint8_t nt_hash[16]) {
+    winpr_InitializeSSL(WINPR_SSL_INIT_DEFAULT); // MD4 lives in OpenSSL 3's legacy provider
+    return NTOWFv1A((LPSTR)password, (UINT32)strlen(password), nt_hash) ? 1 : 0;
 }
 
 static BOOL peer_activate(freerdp_peer *peer) {
@@ -702,7 +761,9 @@ static void *peer_thread_main(void *arg) {
     freerdp_settings_set_string(settings, FreeRDP_RdpKeyFile, s->private_key_file);
     settings->RdpSecurity = FALSE;
     settings->TlsSecurity = TRUE;
-    settings->NlaSecurity = FALSE; // credentials arrive in Client Info, inside TLS
+    // Without NLA the credentials arrive in Client Info, inside TLS; with it, through CredSSP
+    // against one-time RDP passwords (the gateway keeps no password-equivalent of the real ones).
+    settings->NlaSecurity = s->nla ? TRUE : FALSE;
     settings->ColorDepth = 32;
     settings->RefreshRect = TRUE;
     settings->SuppressOutput = TRUE;
@@ -710,6 +771,8 @@ static void *peer_thread_main(void *arg) {
     settings->NSCodec = FALSE;
     settings->SupportGraphicsPipeline = FALSE;
     peer->PostConnect = peer_post_connect;
+    peer->Logon = peer_logon;
+    if (s->nla) peer->ComputeNtlmHash = peer_compute_ntlm_hash;
     peer->Activate = peer_activate;
     peer->input->SynchronizeEvent = peer_synchronize;
     peer->input->KeyboardEvent = peer_keyboard;
@@ -804,18 +867,24 @@ static void *listener_thread_main(void *arg) {
     return NULL;
 }
 
-static void init_ssl(void) { winpr_InitializeSSL(WINPR_SSL_INIT_DEFAULT); }
+static void init_once(void) {
+    winpr_InitializeSSL(WINPR_SSL_INIT_DEFAULT);
+    // FreeRDP logs every self-signed asset certificate as an error before asking us; the
+    // gateway logs its own verdicts. WLOG_LEVEL=DEBUG (FreeRDP's variable) brings it all back.
+    if (!getenv("WLOG_LEVEL")) WLog_SetLogLevel(WLog_GetRoot(), WLOG_FATAL);
+}
 
 gh_rdp_server *gh_rdp_server_start(const gh_rdp_server_options *options, const gh_rdp_callbacks *callbacks,
                                    char *error, size_t error_size) {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, init_ssl);
+    pthread_once(&once, init_once);
     gh_rdp_server *server = calloc(1, sizeof(*server));
     if (!server) { copy_string(error, error_size, "out of memory"); return NULL; }
     server->callbacks = *callbacks;
     copy_string(server->certificate_file, sizeof(server->certificate_file), options->certificate_file);
     copy_string(server->private_key_file, sizeof(server->private_key_file), options->private_key_file);
     server->port = options->port;
+    server->nla = options->nla && callbacks->nla_hash;
     server->stop_event = CreateEventA(NULL, TRUE, FALSE, NULL);
     server->listener = freerdp_listener_new();
     if (!server->stop_event || !server->listener) {

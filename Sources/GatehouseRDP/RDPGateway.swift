@@ -79,6 +79,18 @@ public final class RDPGateway: @unchecked Sendable {
         callbacks.pointer = { context, x, y in
             RDPSession.from(context).pointer(x: Int(x), y: Int(y))
         }
+        callbacks.nla_hash = { serverContext, user, hash in
+            let gateway = Unmanaged<RDPGateway>.fromOpaque(serverContext!).takeUnretainedValue()
+            let typed = user.map { String(cString: $0) } ?? ""
+            guard let hash, let name = LoginName(parsing: typed),
+                  let stored = try? gateway.deps.audit.store.rdpPassword(user: name.user, now: Date()), stored.count == 16 else {
+                gateway.deps.logger.warning("rdp login refused", metadata: ["user": "\(typed)", "reason": "NLA without a valid one-time RDP password"])
+                GatehouseCounters.loginFailed(via: "rdp")
+                return 0
+            }
+            stored.copyBytes(to: hash, count: 16)
+            return 1
+        }
         callbacks.closed = { context, reason, toUser, fromUser in
             // Balances the retain in `logon`: the C side does not use the context after this.
             let session = Unmanaged<RDPSession>.fromOpaque(context!).takeRetainedValue()
@@ -88,12 +100,15 @@ public final class RDPGateway: @unchecked Sendable {
         let started: OpaquePointer? = address.host.withCString { host in
             tls.certificate.withCString { cert in
                 tls.privateKey.withCString { key in
-                    var options = gh_rdp_server_options(host: host, port: UInt16(address.port), certificate_file: cert, private_key_file: key)
+                    var options = gh_rdp_server_options(host: host, port: UInt16(address.port), certificate_file: cert,
+                                                        private_key_file: key, nla: tls.nla ? 1 : 0)
                     return gh_rdp_server_start(&options, &callbacks, &errorText, errorText.count)
                 }
             }
         }
-        guard let started else { throw StartError.listener(String(cString: errorText)) }
+        guard let started else {
+            throw StartError.listener(String(decoding: errorText.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
         server = started
         deps.logger.info("listening on rdp \(address)")
     }
@@ -116,8 +131,8 @@ public final class RDPGateway: @unchecked Sendable {
     /// On the connection's thread: authenticate, route, and set up the session.
     private func logon(session: OpaquePointer, logon: gh_rdp_logon, target: UnsafeMutablePointer<gh_rdp_target>,
                        reason: UnsafeMutablePointer<CChar>, reasonSize: Int, code: UnsafeMutablePointer<UInt32>) -> UnsafeMutableRawPointer? {
-        let request = LogonRequest(logon)
-        switch authorize(request) {
+        var request = LogonRequest(logon)
+        switch authorize(&request) {
         case .failure(let refusal):
             deps.logger.warning("rdp login refused", metadata: ["user": "\(request.username)", "from": "\(request.address)", "reason": "\(refusal.log)"])
             _ = refusal.log.withCString { strncpy(reason, $0, reasonSize - 1) }
@@ -144,7 +159,7 @@ public final class RDPGateway: @unchecked Sendable {
         buffer.copyBytes(from: bytes)
     }
 
-    private func authorize(_ request: LogonRequest) -> Result<(LoginName, Directory.Target, String), Refusal> {
+    private func authorize(_ request: inout LogonRequest) -> Result<(LoginName, Directory.Target, String), Refusal> {
         let denied = UInt32(GH_RDP_REASON_PRIVILEGES)
         guard var login = LoginName(parsing: request.username) else {
             return .failure(Refusal(log: "malformed user name \"\(request.username)\"", code: denied))
@@ -155,11 +170,19 @@ public final class RDPGateway: @unchecked Sendable {
         if deps.throttle.isLocked(user: login.user, address: request.address) {
             return .failure(Refusal(log: "locked out after repeated failures", code: denied))
         }
-        guard let user = directory.user(named: login.user), let hash = user.passwordHash else {
+        guard let user = directory.user(named: login.user) else {
             _ = PasswordHasher.verify(password: request.password, hash: Self.decoyHash)
-            return .failure(countFailure(login.user, request, "unknown user or no password set"))
+            return .failure(countFailure(login.user, request, "unknown user"))
         }
-        guard PasswordHasher.verify(password: request.password, hash: hash) else {
+        // A one-time RDP password (the only kind NLA can check), else the user's own.
+        if RDPPasswords.consume(user: user.name, password: request.password, store: deps.audit.store) {
+            request.method = "one-time RDP password" + (request.nla ? " (NLA)" : "")
+        } else if request.nla {
+            return .failure(countFailure(login.user, request, "NLA without a valid one-time RDP password"))
+        } else if let hash = user.passwordHash, PasswordHasher.verify(password: request.password, hash: hash) {
+            request.method = "password"
+        } else {
+            if user.passwordHash == nil { _ = PasswordHasher.verify(password: request.password, hash: Self.decoyHash) }
             return .failure(countFailure(login.user, request, "wrong password"))
         }
         deps.throttle.recordSuccess(user: login.user, address: request.address)
@@ -216,6 +239,9 @@ struct LogonRequest: Sendable {
     var width: Int
     var height: Int
     var colorDepth: Int
+    var nla: Bool
+    /// How the user proved who they are, for the records.
+    var method = "password"
 
     init(_ logon: gh_rdp_logon) {
         func text(_ p: UnsafePointer<CChar>?) -> String { p.map { String(cString: $0) } ?? "" }
@@ -229,6 +255,7 @@ struct LogonRequest: Sendable {
         width = Int(logon.width)
         height = Int(logon.height)
         colorDepth = Int(logon.color_depth)
+        nla = logon.nla != 0
     }
 }
 

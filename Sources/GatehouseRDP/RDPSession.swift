@@ -72,7 +72,7 @@ final class RDPSession: ManagedSession, @unchecked Sendable {
 
     static func connectionActivities(login: LoginName, request: LogonRequest, time: Date = Date()) -> [Activity] {
         [Activity(.connected, "from \(request.address) with \(clientSoftware(request)), \(request.width)x\(request.height) at \(request.colorDepth) bpp", time: time),
-         Activity(.authenticated, "\(login.user) by password", time: time)]
+         Activity(.authenticated, "\(login.user) by \(request.method)", time: time)]
     }
 
     // MARK: Callbacks from the C layer

@@ -168,7 +168,8 @@ class RDPUser(LoggedProcess):
     def connect(self, port: int, username: str, password: str, *extra):
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            ["xfreerdp", f"/v:127.0.0.1:{port}", f"/u:{username}", f"/p:{password}", "/cert:ignore", "/sec:tls",
+            ["xfreerdp", f"/v:127.0.0.1:{port}", f"/u:{username}", f"/p:{password}", "/cert:ignore",
+             *([] if any(e.startswith("/sec:") for e in extra) else ["/sec:tls"]),
              "/size:1024x768", "/bpp:32", "-gfx", *extra],
             env=self.display.env(), stdout=log, stderr=log, start_new_session=True)
         log.close()

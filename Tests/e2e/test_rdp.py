@@ -57,7 +57,7 @@ def rdp_gateway(tmp_path_factory, gatehouse, shadow_asset, tls_asset, keys, pass
     config = {
         "data_dir": "var",
         "listen": {"ssh": f"127.0.0.1:{free_port()}", "web": f"127.0.0.1:{free_port()}", "rdp": f"127.0.0.1:{free_port()}"},
-        "rdp": {"certificate": str(d / "rdp.crt"), "private_key": str(d / "rdp.key")},
+        "rdp": {"certificate": str(d / "rdp.crt"), "private_key": str(d / "rdp.key"), "nla": True},
         "users": [
             {"name": "alice", "password_hash": password_hashes["alice"]},
             {"name": "bob", "password_hash": password_hashes["bob"]},
@@ -92,7 +92,7 @@ def rdp_user(tmp_path):
     users = []
 
     def make(name="user"):
-        u = RDPUser(tmp_path, name)
+        u = RDPUser(tmp_path / name, name)
         users.append(u)
         return u
 
@@ -121,7 +121,7 @@ def rdp_sessions(gw, token, **query):
 def test_desktop_relayed_recorded_exported_and_terminated(rdp_gateway, shadow_asset, rdp_user, tmp_path):
     gw = rdp_gateway
     admin = token_for(gw, "adam")
-    user = rdp_user().connect(gw.rdp_port, "alice#desk01", PASSWORDS["alice"])
+    user = rdp_user().connect(gw.rdp_port, "alice#desk01", PASSWORDS["alice"], "/sec:tls")
 
     # The user sees the asset's screen through the gateway.
     wrong = user.wait_for_screen(tmp_path / "user-screen.png")
@@ -210,3 +210,31 @@ def test_asset_refusals_are_recorded_and_reach_the_client(rdp_gateway, rdp_user,
     failed = wait_for(lambda: [x for x in rdp_sessions(rdp_gateway, admin, state="failed") if x["asset"] == asset],
                       what="the failed session in the records")
     assert reason in failed[0]["reason"], failed[0]
+
+
+def rdp_password(gw, user):
+    r = subprocess.run([str(gw.binary), "rdp-password", "--user", user, "--config", str(gw.config_path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+def test_nla_with_a_one_time_password(rdp_gateway, rdp_user, tmp_path):
+    """mstsc's way in: NLA, checked against a one-time RDP password (used up by the session)."""
+    gw = rdp_gateway
+    password = rdp_password(gw, "alice")
+    user = rdp_user("nla").connect(gw.rdp_port, "alice#desk01", password, "/sec:nla")
+    wrong = user.wait_for_screen(tmp_path / "screen.png")
+    assert not wrong, f"no desktop through NLA: {wrong}\n{user.log_text()[-3000:]}"
+    admin = token_for(gw, "adam")
+    s = wait_for(lambda: rdp_sessions(gw, admin, state="online"), what="the NLA session")[0]
+    status, details, _ = api(gw, "GET", f"/api/v1/sessions/{s['id']}/activities", token=admin)
+    assert any("one-time RDP password (NLA)" in a["detail"] for a in details["activities"]), details
+    user.stop()
+
+    # Used up: the same password again, or the user's own password through NLA, is refused.
+    for attempt, secret in (("again", password), ("own", PASSWORDS["alice"])):
+        start = gw.log_size()
+        again = rdp_user(f"nla-{attempt}").connect(gw.rdp_port, "alice#desk01", secret, "/sec:nla")
+        assert again.wait(30) != 0, again.log_text()[-3000:]
+        assert "NLA without a valid one-time RDP password" in gw.log_text(start), gw.log_text(start)[-3000:]

@@ -37,6 +37,9 @@ typedef struct gh_rdp_logon {
     const char *client_hostname;
     uint32_t client_build;
     uint32_t width, height, color_depth;
+    /// 1 when the credentials came through NLA (the password is then a one-time RDP password
+    /// the callee already vouched for in nla_hash).
+    int nla;
 } gh_rdp_logon;
 
 /// Where to connect, filled by the logon callback.
@@ -78,6 +81,10 @@ typedef struct gh_rdp_callbacks {
                  uint32_t height, const gh_rdp_rect *rects, size_t count);
     /// The user's mouse position (throttled like frames).
     void (*pointer)(void *session_context, uint16_t x, uint16_t y);
+    /// NLA on the user leg: fills the NT hash (MD4 of the UTF-16 password) of the one-time
+    /// RDP password issued to `user` (as typed, e.g. "alice#web01") and returns 1, or returns
+    /// 0 when there is none. Called on the peer thread during CredSSP. May be NULL (no NLA).
+    int (*nla_hash)(void *server_context, const char *user, uint8_t nt_hash[16]);
     /// The session is over, both legs closed. After this returns the session context is
     /// not used again; `gh_rdp_session_release` the session when done with it.
     void (*closed)(void *session_context, const char *reason, uint64_t bytes_to_user,
@@ -89,7 +96,11 @@ typedef struct gh_rdp_server_options {
     uint16_t port;
     const char *certificate_file; // PEM, absolute path
     const char *private_key_file; // PEM RSA key, absolute path
+    int nla;                      // offer NLA (one-time RDP passwords) besides TLS
 } gh_rdp_server_options;
+
+/// The NT hash of a password (for storing one-time RDP passwords). 1 on success.
+int gh_rdp_nt_hash(const char *password, uint8_t nt_hash[16]);
 
 /// Opens the listener and starts accepting. NULL on failure, with `error` filled.
 gh_rdp_server *gh_rdp_server_start(const gh_rdp_server_options *options,

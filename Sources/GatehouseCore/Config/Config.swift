@@ -28,6 +28,9 @@ public struct GatehouseConfig: Sendable {
     public struct RDP: Sendable, Equatable {
         public var certificate: String
         public var privateKey: String
+        /// Offer NLA to users, checked against one-time RDP passwords (`gatehouse rdp-password`).
+        /// Clients then prefer NLA, so users log in with those rather than their own password.
+        public var nla = false
     }
     public var rdp: RDP?
 

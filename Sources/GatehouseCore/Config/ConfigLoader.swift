@@ -184,9 +184,10 @@ private struct Reader {
         }
         var rdp: GatehouseConfig.RDP?
         if let node = f["rdp"] {
-            let r = fields(node, "rdp", known: ["certificate", "private_key"])
+            let r = fields(node, "rdp", known: ["certificate", "private_key", "nla"])
             if let cert = string(r["certificate"], "rdp.certificate"), let key = string(r["private_key"], "rdp.private_key") {
                 rdp = .init(certificate: resolve(cert), privateKey: resolve(key))
+                if let nla = bool(r["nla"], "rdp.nla") { rdp?.nla = nla }
             }
         }
         if listenRDP != nil && rdp == nil {

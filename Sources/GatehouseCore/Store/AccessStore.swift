@@ -122,6 +122,11 @@ public protocol AccessStore: Sendable {
     func collaborations(sessionID: String) throws -> [CollaborationRecord]
     func transfers(sessionID: String) throws -> [TransferRecord]
     func addTransfer(_ transfer: TransferRecord) throws
+    /// The user's one-time RDP password (its NT hash), replacing any earlier one.
+    func setRDPPassword(user: String, ntHash: Data, created: Date, expires: Date) throws
+    /// The NT hash of the user's one-time RDP password, unless expired.
+    func rdpPassword(user: String, now: Date) throws -> Data?
+    func removeRDPPassword(user: String) throws
 }
 
 extension SQLiteSessionStore: AccessStore {
@@ -225,5 +230,27 @@ extension SQLiteSessionStore: AccessStore {
                 }
             }
         }
+    }
+
+    public func setRDPPassword(user: String, ntHash: Data, created: Date, expires: Date) throws {
+        try wrap {
+            try pool.write { db in
+                try db.execute(sql: "INSERT OR REPLACE INTO rdp_password (user, nt_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                               arguments: [user, ntHash, created.timeIntervalSince1970, expires.timeIntervalSince1970])
+            }
+        }
+    }
+
+    public func rdpPassword(user: String, now: Date) throws -> Data? {
+        try wrap {
+            try pool.read { db in
+                try Data.fetchOne(db, sql: "SELECT nt_hash FROM rdp_password WHERE user = ? AND expires_at > ?",
+                                  arguments: [user, now.timeIntervalSince1970])
+            }
+        }
+    }
+
+    public func removeRDPPassword(user: String) throws {
+        try wrap { try pool.write { db in try db.execute(sql: "DELETE FROM rdp_password WHERE user = ?", arguments: [user]) } }
     }
 }

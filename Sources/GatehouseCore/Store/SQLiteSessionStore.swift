@@ -111,6 +111,15 @@ public final class SQLiteSessionStore: SessionStore, @unchecked Sendable {
                 t.add(column: "sha256", .text)
             }
         }
+        migrator.registerMigration("v5: one-time RDP passwords") { db in
+            // The NT hash of a short-lived, single-use password: what NLA needs to check it.
+            try db.create(table: "rdp_password") { t in
+                t.primaryKey("user", .text)
+                t.column("nt_hash", .blob).notNull()
+                t.column("created_at", .double).notNull()
+                t.column("expires_at", .double).notNull()
+            }
+        }
         return migrator
     }
 
