@@ -85,6 +85,8 @@ final class ConfigLoaderTests: XCTestCase {
         let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../../config/gatehouse.yaml").standardizedFileURL.path
         let config = try ConfigLoader(environment: ["GATEHOUSE_DEMO_PASSWORD_HASH": hash]).load(path: path)
-        XCTAssertEqual(Directory(config: config).targets(for: "demo").map(\.label), ["gatehouse-demo@demo-asset"])
+        XCTAssertEqual(Directory(config: config).targets(for: "demo").map(\.label), ["gatehouse-demo@demo-asset", "gatehouse-demo@demo-desktop"])
+        XCTAssertNotNil(config.listen.rdp)
+        XCTAssertEqual(config.assets.first { $0.name == "demo-desktop" }?.rdpPort, 3390)
     }
 }
