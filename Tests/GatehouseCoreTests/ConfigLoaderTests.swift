@@ -88,5 +88,6 @@ final class ConfigLoaderTests: XCTestCase {
         XCTAssertEqual(Directory(config: config).targets(for: "demo").map(\.label), ["gatehouse-demo@demo-asset", "gatehouse-demo@demo-desktop"])
         XCTAssertNotNil(config.listen.rdp)
         XCTAssertEqual(config.assets.first { $0.name == "demo-desktop" }?.rdpPort, 3390)
+        XCTAssertEqual(config.assets.map(\.ssh), [true, false], "an asset with only an rdp_port takes no SSH sessions")
     }
 }

@@ -238,3 +238,8 @@ def test_nla_with_a_one_time_password(rdp_gateway, rdp_user, tmp_path):
         again = rdp_user(f"nla-{attempt}").connect(gw.rdp_port, "alice#desk01", secret, "/sec:nla")
         assert again.wait(30) != 0, again.log_text()[-3000:]
         assert "NLA without a valid one-time RDP password" in gw.log_text(start), gw.log_text(start)[-3000:]
+
+
+def test_ssh_to_a_desktop_only_asset_is_refused(rdp_gateway):
+    r = rdp_gateway.ssh("alice@desk01", "true", auth="password", password=PASSWORDS["alice"])
+    assert r.rc != 0 and 'asset "desk01" takes no SSH sessions' in r.err, str(r)

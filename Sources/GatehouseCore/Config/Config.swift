@@ -54,6 +54,8 @@ public struct GatehouseConfig: Sendable {
         public var accounts: [Account]
         /// RDP port of the asset; nil when the asset takes no RDP sessions.
         public var rdpPort: Int? = nil
+        /// Whether the asset takes SSH sessions: yes unless it has an `rdp_port` and no `ssh_port`.
+        public var ssh = true
         /// SHA-256 fingerprint of the asset's RDP certificate (colon-separated hex, as FreeRDP
         /// prints it); nil means trust on first use.
         public var rdpCertificate: String? = nil

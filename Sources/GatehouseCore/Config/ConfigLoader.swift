@@ -298,6 +298,7 @@ private struct Reader {
             if a["accounts"] == nil { problem(node, p, "asset \"\(name)\" has no accounts") }
             var asset = GatehouseConfig.Asset(name: name, host: host, sshPort: port, hostKey: pin, accounts: accounts)
             asset.rdpPort = rdpPort
+            asset.ssh = a["ssh_port"] != nil || rdpPort == nil
             asset.rdpCertificate = rdpPin
             assets.append(asset)
         }

@@ -261,6 +261,10 @@ final class GatewayChannel: @unchecked Sendable {
         }
         if let asset = login.asset {
             switch connection.context.directory.route(user: login.user, asset: asset, account: login.account) {
+            case .success(let target) where !target.asset.ssh:
+                let reason = "asset \"\(target.asset.name)\" takes no SSH sessions (it has an rdp_port and no ssh_port)"
+                recordFailed(asset: asset, account: target.account.name, reason: reason)
+                fail(reason, activity: .upstreamFailed)
             case .success(let target):
                 if case let .exec(command) = program, case let verdict = policy(for: target).judge(command), verdict.denied {
                     refuseExec(command, verdict: verdict, target: target)
@@ -285,7 +289,7 @@ final class GatewayChannel: @unchecked Sendable {
     }
 
     func showMenu(note: String?) {
-        let targets = connection.context.directory.targets(for: login.user)
+        let targets = connection.context.directory.targets(for: login.user).filter(\.asset.ssh)
         let access = sessionAccess
         let online = access.mayWatch(login.user)
             ? access.registry.all.filter { $0.live != nil }.map(\.summary).sorted { $0.started < $1.started } : []
