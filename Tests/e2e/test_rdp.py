@@ -45,15 +45,15 @@ def tls_asset(tmp_path_factory):
     asset.stop()
 
 
-@pytest.fixture(scope="module")
-def rdp_gateway(tmp_path_factory, gatehouse, shadow_asset, tls_asset, keys, password_hashes):
-    d = tmp_path_factory.mktemp("rdp-gateway")
+def start_rdp_gateway(d: Path, gatehouse, shadow_asset, tls_asset, keys, password_hashes) -> Gateway:
+    d.mkdir(parents=True, exist_ok=True)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "rdp.key"),
                     "-out", str(d / "rdp.crt"), "-days", "2", "-subj", "/CN=gatehouse-test"],
                    check=True, capture_output=True, timeout=60)
     secret = d / "rdpuser.password"
     secret.write_text(ASSET_PASSWORD + "\n")
     secret.chmod(0o600)
+    account = [{"name": ASSET_USER, "password_file": str(secret)}]
     config = {
         "data_dir": "var",
         "listen": {"ssh": f"127.0.0.1:{free_port()}", "web": f"127.0.0.1:{free_port()}", "rdp": f"127.0.0.1:{free_port()}"},
@@ -64,25 +64,25 @@ def rdp_gateway(tmp_path_factory, gatehouse, shadow_asset, tls_asset, keys, pass
             {"name": "adam", "password_hash": password_hashes["adam"], "role": "admin"},
         ],
         "assets": [
-            {"name": "desk01", "host": "127.0.0.1", "rdp_port": shadow_asset.port,
-             "accounts": [{"name": ASSET_USER, "password_file": str(secret)}]},
-            {"name": "desk02", "host": "127.0.0.1", "rdp_port": shadow_asset.port,
-             "accounts": [{"name": ASSET_USER, "password_file": str(secret)}]},
-            {"name": "tls01", "host": "127.0.0.1", "rdp_port": tls_asset.port,
-             "accounts": [{"name": ASSET_USER, "password_file": str(secret)}]},
+            {"name": "desk01", "host": "127.0.0.1", "rdp_port": shadow_asset.port, "accounts": account},
+            {"name": "desk02", "host": "127.0.0.1", "rdp_port": shadow_asset.port, "accounts": account},
+            {"name": "tls01", "host": "127.0.0.1", "rdp_port": tls_asset.port, "accounts": account},
             # Pinned to a certificate the asset does not have.
             {"name": "pinned01", "host": "127.0.0.1", "rdp_port": shadow_asset.port,
-             "rdp_certificate": ":".join(["ab"] * 32),
-             "accounts": [{"name": ASSET_USER, "password_file": str(secret)}]},
-            {"name": "ssh01", "host": "127.0.0.1", "ssh_port": 22,
-             "accounts": [{"name": ASSET_USER, "password_file": str(secret)}]},
+             "rdp_certificate": ":".join(["ab"] * 32), "accounts": account},
+            {"name": "ssh01", "host": "127.0.0.1", "ssh_port": 22, "accounts": account},
         ],
         "grants": [{"users": ["alice"], "assets": ["desk01", "tls01", "pinned01", "ssh01"]}],
     }
-    g = Gateway(gatehouse, d, config, keys, name="RDP gateway")
+    g = Gateway(gatehouse, d, config, keys, name=f"RDP gateway ({d.name})")
     g.rdp_port = int(config["listen"]["rdp"].rsplit(":", 1)[1])
     _ITEM_PROCS.append(g)
-    g.start()
+    return g.start()
+
+
+@pytest.fixture(scope="module")
+def rdp_gateway(tmp_path_factory, gatehouse, shadow_asset, tls_asset, keys, password_hashes):
+    g = start_rdp_gateway(tmp_path_factory.mktemp("rdp-gateway"), gatehouse, shadow_asset, tls_asset, keys, password_hashes)
     yield g
     g.stop()
 
@@ -243,3 +243,32 @@ def test_nla_with_a_one_time_password(rdp_gateway, rdp_user, tmp_path):
 def test_ssh_to_a_desktop_only_asset_is_refused(rdp_gateway):
     r = rdp_gateway.ssh("alice@desk01", "true", auth="password", password=PASSWORDS["alice"])
     assert r.rc != 0 and 'asset "desk01" takes no SSH sessions' in r.err, str(r)
+
+
+def test_a_gateway_killed_mid_session_keeps_the_recording(tmp_path, gatehouse, shadow_asset, tls_asset, keys,
+                                                        password_hashes, rdp_user):
+    """kill -9 while a desktop is recorded: on restart the session is interrupted and its
+    recording still replays (the torn last record is dropped)."""
+    gw = start_rdp_gateway(tmp_path / "gw", gatehouse, shadow_asset, tls_asset, keys, password_hashes)
+    try:
+        user = rdp_user("killed").connect(gw.rdp_port, "alice#desk01", PASSWORDS["alice"])
+        assert not user.wait_for_screen(tmp_path / "screen.png")
+        admin = token_for(gw, "adam")
+        s = wait_for(lambda: rdp_sessions(gw, admin, state="online"), what="the online session")[0]
+        time.sleep(1.5)  # a second or more of recording
+        gw.proc.kill()
+        gw.proc.wait(10)
+        user.wait(30)
+        gw.start()
+        s = wait_for(lambda: [x for x in rdp_sessions(gw, admin, state="interrupted") if x["id"] == s["id"]],
+                     what="the interrupted session")[0]
+        mp4 = tmp_path / "interrupted.mp4"
+        r = subprocess.run([str(gw.binary), "sessions", "export", s["id"], "--mp4", str(mp4), "--config", str(gw.config_path)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        last = tmp_path / "last.png"
+        subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.5", "-i", str(mp4), "-update", "1", "-y", str(last)],
+                       check=True, capture_output=True, timeout=60)
+        assert not matches_asset(last, tolerance=32), "the interrupted recording does not end on the asset's screen"
+    finally:
+        gw.stop()

@@ -50,6 +50,7 @@ public enum DesktopVideoExporter {
             var sampler = FrameSampler(width: width, height: height)
             var frame = 0
             var lastTime = 0
+            var lastChange = 0
             /// Milliseconds from the start at which frame n is taken.
             func frameTime(_ n: Int) -> Int { n * 1000 / fps }
             while let timed = try reader.next() {
@@ -61,11 +62,17 @@ public enum DesktopVideoExporter {
                 try canvas.apply(timed.record)
                 lastTime = max(lastTime, timed.time)
                 if case .end = timed.record { break }
+                lastChange = max(lastChange, timed.time)
             }
-            // The frames up to and including the last record's time.
+            // The frames up to the last record's time, and one more if the last change came
+            // after the last frame time (a recording cut short, e.g. by a killed gateway, would
+            // otherwise end on the screen before its last changes).
             while frameTime(frame) <= lastTime {
                 try encoder.write(sampler.frame(of: canvas))
                 frame += 1
+            }
+            if frame == 0 || frameTime(frame - 1) < lastChange {
+                try encoder.write(sampler.frame(of: canvas))
             }
         } catch let error as DesktopRecordingError {
             encoder.abort()
