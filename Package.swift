@@ -96,6 +96,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "GatehouseCoreTests", dependencies: ["GatehouseCore"]),
+        .testTarget(name: "GatehouseRDPTests", dependencies: ["GatehouseRDP"]),
         .testTarget(
             name: "GatehouseWebTests",
             dependencies: ["GatehouseWeb", .product(name: "Yams", package: "Yams")]

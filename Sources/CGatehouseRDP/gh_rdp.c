@@ -1,5 +1,5 @@
 // The RDP gateway's FreeRDP layer. See include/gh_rdp.h for the design.
-#include "gh_rdp.h"
+#include "gh_rdp_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -21,81 +21,10 @@
 #include <winpr/ssl.h>
 #include <winpr/ntlm.h>
 #include <winpr/sspi.h>
-
-#define GH_TILE 64
-#define GH_TILE_BUFFER (GH_TILE * GH_TILE * 4 + 256)
-#define GH_BATCH 64
-#define GH_RECORD_INTERVAL_MS 80 // about 12 recorded frames a second
-
-enum { TARGET_IDLE, TARGET_CONNECTING, TARGET_CONNECTED, TARGET_ENDED };
-
-struct gh_rdp_server {
-    int nla;
-    freerdp_listener *listener;
-    gh_rdp_callbacks callbacks;
-    char certificate_file[1024];
-    char private_key_file[1024];
-    uint16_t port;
-    HANDLE stop_event;
-    pthread_t thread;
-};
-
-struct gh_rdp_session {
-    atomic_int refs;
-    gh_rdp_callbacks cb;
-    char certificate_file[1024];
-    char private_key_file[1024];
-    int nla;
-    // Credentials delegated through NLA (CredSSP), UTF-8; used instead of Client Info's.
-    char nla_user[256], nla_domain[256], nla_password[512];
-    int nla_done;
-    void *ctx; // the Swift session; NULL until logon accepted it
-    freerdp_peer *peer;
-    freerdp *target;
-    gh_rdp_target target_info;
-
-    HANDLE abort_event; // manual reset: terminate or either leg gone
-    HANDLE wake_event;  // manual reset (WinPR has no auto reset): the target painted, resized or connected
-    pthread_t target_thread;
-    int target_thread_started;
-
-    // fb_lock guards the asset's framebuffer (gdi primary buffer), the dirty regions and
-    // the state below. The asset thread holds it from BeginPaint to EndPaint.
-    pthread_mutex_t fb_lock;
-    int painting;
-    REGION16 user_dirty;
-    REGION16 record_dirty;
-    uint32_t fb_width, fb_height;
-    int target_state;
-    UINT32 target_error; // FreeRDP last error of the asset leg
-    int announced;       // connected callback sent
-    int peer_active;     // the user's client is active at the framebuffer's size
-    int resize_sent;
-    int pointer_moved;
-    uint16_t pointer_x, pointer_y;
-
-    // input_lock: the user's input is sent to the asset only while it is connected.
-    pthread_mutex_t input_lock;
-
-    atomic_uint terminate_code;
-    uint32_t refused_code;
-    char end_reason[512];
-
-    BITMAP_PLANAR_CONTEXT *planar;
-    BITMAP_INTERLEAVED_CONTEXT *interleaved;
-    BYTE *tiles; // GH_BATCH buffers of GH_TILE_BUFFER bytes
-    uint64_t last_record_ms;
-};
-
-typedef struct {
-    rdpContext base;
-    gh_rdp_session *session;
-} gh_peer_context;
-
-typedef struct {
-    rdpContext base;
-    gh_rdp_session *session;
-} gh_client_context;
+#include <freerdp/addin.h>
+#include <freerdp/channels/channels.h>
+#include <freerdp/client/channels.h>
+#include <winpr/wtsapi.h>
 
 static uint64_t now_ms(void) {
     struct timespec ts;
@@ -118,6 +47,7 @@ void gh_rdp_session_release(gh_rdp_session *s) {
     CloseHandle(s->wake_event);
     pthread_mutex_destroy(&s->fb_lock);
     pthread_mutex_destroy(&s->input_lock);
+    pthread_mutex_destroy(&s->clip_lock);
     region16_uninit(&s->user_dirty);
     region16_uninit(&s->record_dirty);
     if (s->planar) freerdp_bitmap_planar_context_free(s->planar);
@@ -143,6 +73,7 @@ static gh_rdp_session *session_new(gh_rdp_server *server, freerdp_peer *peer) {
     copy_string(s->certificate_file, sizeof(s->certificate_file), server->certificate_file);
     copy_string(s->private_key_file, sizeof(s->private_key_file), server->private_key_file);
     s->nla = server->nla;
+    s->clipboard = server->clipboard;
     s->peer = peer;
     s->abort_event = CreateEventA(NULL, TRUE, FALSE, NULL);
     s->wake_event = CreateEventA(NULL, TRUE, FALSE, NULL);
@@ -152,6 +83,7 @@ static gh_rdp_session *session_new(gh_rdp_server *server, freerdp_peer *peer) {
     pthread_mutex_init(&s->fb_lock, &attr);
     pthread_mutexattr_destroy(&attr);
     pthread_mutex_init(&s->input_lock, NULL);
+    pthread_mutex_init(&s->clip_lock, NULL);
     region16_init(&s->user_dirty);
     region16_init(&s->record_dirty);
     s->planar = freerdp_bitmap_planar_context_new(PLANAR_FORMAT_HEADER_NA | PLANAR_FORMAT_HEADER_RLE, GH_TILE, GH_TILE);
@@ -237,7 +169,8 @@ static BOOL client_desktop_resize(rdpContext *context) {
 }
 
 static BOOL client_pre_connect(freerdp *instance) {
-    (void)instance;
+    gh_rdp_session *s = ((gh_client_context *)instance->context)->session;
+    if (s->clipboard) gh_clip_client_prepare(s, instance);
     return TRUE;
 }
 
@@ -377,6 +310,9 @@ static void target_free(gh_rdp_session *s) {
     if (!s->target) return;
     freerdp_abort_connect(s->target);
     if (s->target_thread_started) pthread_join(s->target_thread, NULL);
+    pthread_mutex_lock(&s->clip_lock);
+    s->clip_client = NULL;
+    pthread_mutex_unlock(&s->clip_lock);
     freerdp_disconnect(s->target);
     gdi_free(s->target);
     freerdp_context_free(s->target);
@@ -427,6 +363,7 @@ static BOOL peer_post_connect(freerdp_peer *peer) {
         end_with(s, reason[0] ? reason : "refused");
         return TRUE; // the loop tells the client why, then closes
     }
+    if (s->clipboard) gh_clip_server_start(s);
     if (!target_start(s, settings->DesktopWidth, settings->DesktopHeight)) {
         s->refused_code = GH_RDP_REASON_DENIED;
         end_with(s, "cannot start the connection to the asset");
@@ -782,22 +719,25 @@ static void *peer_thread_main(void *arg) {
     peer->update->RefreshRect = peer_refresh_rect;
     peer->update->SuppressOutput = peer_suppress_output;
 
+    s->vcm = WTSOpenServerA((LPSTR)peer->context);
     if (!peer->Initialize(peer)) {
         end_with(s, "the TLS setup failed (certificate or key)");
     } else {
         DWORD wait = INFINITE;
         for (;;) {
             HANDLE handles[MAXIMUM_WAIT_OBJECTS];
-            DWORD count = peer->GetEventHandles(peer, handles, MAXIMUM_WAIT_OBJECTS - 2);
+            DWORD count = peer->GetEventHandles(peer, handles, MAXIMUM_WAIT_OBJECTS - 3);
             if (count == 0) { end_with(s, "internal error: no event handles"); break; }
             handles[count++] = s->abort_event;
             handles[count++] = s->wake_event;
+            if (s->vcm) handles[count++] = WTSVirtualChannelManagerGetEventHandle(s->vcm);
             if (WaitForMultipleObjects(count, handles, FALSE, wait == INFINITE ? 5000 : wait) == WAIT_FAILED) {
                 end_with(s, "internal error: wait failed");
                 break;
             }
             ResetEvent(s->wake_event); // before the work, so a wake-up during it is not lost
             if (!peer->CheckFileDescriptor(peer)) { end_with(s, "the user disconnected"); break; }
+            if (s->vcm && !WTSVirtualChannelManagerCheckFileDescriptor(s->vcm)) { end_with(s, "the user's virtual channels failed"); break; }
             uint32_t code = atomic_load(&s->terminate_code);
             if (code) { end_with(s, "terminated"); tell_and_close(peer, code); break; }
             if (s->refused_code) { tell_and_close(peer, s->refused_code); break; }
@@ -814,6 +754,9 @@ static void *peer_thread_main(void *arg) {
     SetEvent(s->abort_event);
     uint64_t sent = freerdp_get_transport_sent(peer->context, FALSE);
     target_free(s);
+    gh_clip_server_stop(s);
+    if (s->vcm) WTSCloseServer(s->vcm);
+    s->vcm = NULL;
     peer->Disconnect(peer);
     if (s->ctx && s->cb.closed) s->cb.closed(s->ctx, s->end_reason, sent, 0);
     freerdp_peer_context_free(peer);
@@ -869,6 +812,8 @@ static void *listener_thread_main(void *arg) {
 
 static void init_once(void) {
     winpr_InitializeSSL(WINPR_SSL_INIT_DEFAULT);
+    WTSRegisterWtsApiFunctionTable(FreeRDP_InitWtsApi()); // the user leg's virtual channels
+    freerdp_register_addin_provider(freerdp_channels_load_static_addin_entry, 0); // the asset leg's
     // FreeRDP logs every self-signed asset certificate as an error before asking us; the
     // gateway logs its own verdicts. WLOG_LEVEL=DEBUG (FreeRDP's variable) brings it all back.
     if (!getenv("WLOG_LEVEL")) WLog_SetLogLevel(WLog_GetRoot(), WLOG_FATAL);
@@ -885,6 +830,7 @@ gh_rdp_server *gh_rdp_server_start(const gh_rdp_server_options *options, const g
     copy_string(server->private_key_file, sizeof(server->private_key_file), options->private_key_file);
     server->port = options->port;
     server->nla = options->nla && callbacks->nla_hash;
+    server->clipboard = options->clipboard;
     server->stop_event = CreateEventA(NULL, TRUE, FALSE, NULL);
     server->listener = freerdp_listener_new();
     if (!server->stop_event || !server->listener) {

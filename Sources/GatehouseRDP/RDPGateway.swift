@@ -76,6 +76,10 @@ public final class RDPGateway: @unchecked Sendable {
             return RDPSession.from(context).frame(pixels: pixels, stride: Int(stride), width: Int(width), height: Int(height),
                                                   rects: UnsafeBufferPointer(start: rects, count: count)) ? 1 : 0
         }
+        callbacks.clipboard = { context, toAsset, format, data, length in
+            guard let data else { return }
+            RDPSession.from(context).clipboard(toAsset: toAsset != 0, text: ClipboardText(format: format, bytes: UnsafeRawBufferPointer(start: data, count: length)))
+        }
         callbacks.pointer = { context, x, y in
             RDPSession.from(context).pointer(x: Int(x), y: Int(y))
         }
@@ -101,7 +105,8 @@ public final class RDPGateway: @unchecked Sendable {
             tls.certificate.withCString { cert in
                 tls.privateKey.withCString { key in
                     var options = gh_rdp_server_options(host: host, port: UInt16(address.port), certificate_file: cert,
-                                                        private_key_file: key, nla: tls.nla ? 1 : 0)
+                                                        private_key_file: key, nla: tls.nla ? 1 : 0,
+                                                        clipboard: tls.clipboardText ? 1 : 0)
                     return gh_rdp_server_start(&options, &callbacks, &errorText, errorText.count)
                 }
             }

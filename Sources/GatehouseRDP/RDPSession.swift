@@ -140,6 +140,15 @@ final class RDPSession: ManagedSession, @unchecked Sendable {
         return true
     }
 
+    /// Clipboard text crossed the gateway: an activity (size and start) and an EVENT in the recording.
+    func clipboard(toAsset: Bool, text: ClipboardText) {
+        let (session, rec) = lock.withLock { (audit, recorder) }
+        let direction = toAsset ? "upload" : "download"
+        let preview = text.preview(64)
+        session?.activity(Activity(.clipboard, "\(direction == "upload" ? "user's clipboard pasted on the asset" : "asset's clipboard pasted by the user"): \(text.characters) characters: \(preview.debugDescription)"))
+        rec?.event(["kind": "clipboard", "direction": direction, "bytes": "\(text.byteCount)", "characters": "\(text.characters)", "text": preview])
+    }
+
     func pointer(x: Int, y: Int) {
         lock.withLock { recorder }?.pointer(x: x, y: y)
     }

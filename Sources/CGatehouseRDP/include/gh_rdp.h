@@ -85,6 +85,10 @@ typedef struct gh_rdp_callbacks {
     /// RDP password issued to `user` (as typed, e.g. "alice#web01") and returns 1, or returns
     /// 0 when there is none. Called on the peer thread during CredSSP. May be NULL (no NLA).
     int (*nla_hash)(void *server_context, const char *user, uint8_t nt_hash[16]);
+    /// Clipboard text crossed: `to_asset` 1 when the user's text was pasted on the asset, 0
+    /// for the asset's text pasted by the user. `format` is CF_UNICODETEXT (13, UTF-16LE),
+    /// CF_TEXT (1) or CF_OEMTEXT (7); the data is what was sent, NUL included. Channel thread.
+    void (*clipboard)(void *session_context, int to_asset, uint32_t format, const uint8_t *data, size_t length);
     /// The session is over, both legs closed. After this returns the session context is
     /// not used again; `gh_rdp_session_release` the session when done with it.
     void (*closed)(void *session_context, const char *reason, uint64_t bytes_to_user,
@@ -97,6 +101,7 @@ typedef struct gh_rdp_server_options {
     const char *certificate_file; // PEM, absolute path
     const char *private_key_file; // PEM RSA key, absolute path
     int nla;                      // offer NLA (one-time RDP passwords) besides TLS
+    int clipboard;                // relay clipboard text (recorded); 0: no clipboard
 } gh_rdp_server_options;
 
 /// The NT hash of a password (for storing one-time RDP passwords). 1 on success.

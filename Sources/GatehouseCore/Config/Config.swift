@@ -31,6 +31,8 @@ public struct GatehouseConfig: Sendable {
         /// Offer NLA to users, checked against one-time RDP passwords (`gatehouse rdp-password`).
         /// Clients then prefer NLA, so users log in with those rather than their own password.
         public var nla = false
+        /// Clipboard text between the user and the asset, recorded; false turns the clipboard off.
+        public var clipboardText = true
     }
     public var rdp: RDP?
 

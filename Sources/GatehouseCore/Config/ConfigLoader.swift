@@ -184,10 +184,15 @@ private struct Reader {
         }
         var rdp: GatehouseConfig.RDP?
         if let node = f["rdp"] {
-            let r = fields(node, "rdp", known: ["certificate", "private_key", "nla"])
+            let r = fields(node, "rdp", known: ["certificate", "private_key", "nla", "clipboard"])
             if let cert = string(r["certificate"], "rdp.certificate"), let key = string(r["private_key"], "rdp.private_key") {
                 rdp = .init(certificate: resolve(cert), privateKey: resolve(key))
                 if let nla = bool(r["nla"], "rdp.nla") { rdp?.nla = nla }
+                switch string(r["clipboard"], "rdp.clipboard", required: false) {
+                case nil, "text": break
+                case "off": rdp?.clipboardText = false
+                case let other?: problem(r["clipboard"], "rdp.clipboard", "\"\(other)\": expected \"text\" (the default) or \"off\"")
+                }
             }
         }
         if listenRDP != nil && rdp == nil {

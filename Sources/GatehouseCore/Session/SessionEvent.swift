@@ -23,6 +23,7 @@ public struct Activity: Sendable, Equatable {
         case recordingGap = "recording_gap", recordingDeleted = "recording_deleted"
         case shared, joined, left, watched
         case fileOperation = "file_operation", transferRefused = "transfer_refused", protocolError = "protocol_error"
+        case clipboard
     }
 
     public var time: Date
