@@ -210,3 +210,164 @@ class RDPUser(LoggedProcess):
     def stop(self):
         self._terminate()
         self.display.stop()
+
+
+XRDP_TOOLS = ["xrdp", "xrdp-sesman", "xclip", "runuser", "useradd"]
+XRDP_DESKTOP = (0x33, 0x66, 0xCC)
+
+
+def xrdp_missing() -> list[str]:
+    missing = [t for t in XRDP_TOOLS if shutil.which(t) is None]
+    if os.geteuid() != 0:
+        missing.append("root (xrdp logs in a local account it creates)")
+    return missing
+
+
+class XrdpAsset(LoggedProcess):
+    """xrdp 0.9 + xorgxrdp with a throwaway local account: a TLS-only asset with a clipboard
+    (chansrv). sesman's port (3350) is compiled in, so one per machine."""
+
+    def __init__(self, workdir: Path):
+        self.name = "asset (xrdp)"
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "xrdp.out"
+        self.port = free_port()
+        self.user = f"ghx{os.getpid() % 100000}"
+        self.password = "Xrdp-" + os.urandom(9).hex()
+        self.sesman = None
+
+    def _configs(self):
+        d = self.dir
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "key.pem"),
+                        "-out", str(d / "cert.pem"), "-days", "2", "-subj", "/CN=xrdp-test"],
+                       check=True, capture_output=True, timeout=60)
+        # In the account's home: the test's own directories are closed to it.
+        wm = Path(f"/home/{self.user}/startwm.sh")
+        wm.write_text("#!/bin/sh\nxsetroot -solid '#3366cc'\nexec sleep infinity\n")
+        wm.chmod(0o755)
+        (d / "xrdp.ini").write_text(f"""[Globals]
+ini_version=1
+fork=false
+port=tcp://127.0.0.1:{self.port}
+security_layer=tls
+crypt_level=none
+certificate={d}/cert.pem
+key_file={d}/key.pem
+ssl_protocols=TLSv1.2, TLSv1.3
+autorun=Xorg
+allow_channels=true
+max_bpp=24
+[Logging]
+LogFile={d}/xrdp.log
+LogLevel=INFO
+EnableSyslog=false
+[Channels]
+rdpdr=false
+rdpsnd=false
+drdynvc=false
+cliprdr=true
+rail=false
+xrdpvr=false
+tcutils=false
+[Xorg]
+name=Xorg
+lib=libxup.so
+username=ask
+password=ask
+ip=127.0.0.1
+port=-1
+code=20
+""")
+        (d / "sesman.ini").write_text(f"""[Globals]
+ListenAddress=127.0.0.1
+ListenPort=3350
+EnableUserWindowManager=false
+DefaultWindowManager={wm}
+[Security]
+AllowRootLogin=false
+MaxLoginRetry=4
+AlwaysGroupCheck=false
+[Sessions]
+X11DisplayOffset=10
+MaxSessions=10
+KillDisconnected=false
+DisconnectedTimeLimit=0
+IdleTimeLimit=0
+Policy=Default
+[Logging]
+LogFile={d}/sesman.log
+LogLevel=INFO
+EnableSyslog=false
+[Xorg]
+param=/usr/lib/xorg/Xorg
+param=-config
+param=xrdp/xorg.conf
+param=-noreset
+param=-nolisten
+param=tcp
+param=-logfile
+param=.xorgxrdp.%s.log
+[Chansrv]
+FuseMountName=thinclient_drives
+FileUmask=077
+""")
+
+    def start(self):
+        subprocess.run(["userdel", "-r", self.user], capture_output=True, timeout=30)
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", self.user], check=True, capture_output=True, timeout=30)
+        subprocess.run(["chpasswd"], input=f"{self.user}:{self.password}\n", text=True, check=True, capture_output=True, timeout=30)
+        self._configs()
+        subprocess.run(["sh", "/usr/share/xrdp/socksetup"], capture_output=True, timeout=30)
+        out = open(self.log_path, "ab")
+        self.sesman = subprocess.Popen(["xrdp-sesman", "-n", "-c", str(self.dir / "sesman.ini")], stdout=out, stderr=out,
+                                       start_new_session=True)
+        self.proc = subprocess.Popen(["xrdp", "-n", "-c", str(self.dir / "xrdp.ini")], stdout=out, stderr=out,
+                                     start_new_session=True)
+        out.close()
+        assert wait_port(self.port), f"xrdp not listening:\n{self.log_text()}"
+        return self
+
+    def session_display(self) -> str | None:
+        import re
+        found = re.findall(r"window manager on display (\d+)", (self.dir / "sesman.log").read_text(errors="replace")
+                           if (self.dir / "sesman.log").exists() else "")
+        return f":{found[-1]}" if found else None
+
+    def as_user(self, *argv, input: str | None = None, timeout=10, capture=True) -> subprocess.CompletedProcess:
+        """Runs a program in the xrdp session. capture=False for programs that stay in the
+        background holding their output (xclip -i serving the selection)."""
+        display = self.session_display()
+        out = subprocess.PIPE if capture else subprocess.DEVNULL
+        return subprocess.run(["runuser", "-u", self.user, "--", "env", f"DISPLAY={display}",
+                               f"XAUTHORITY=/home/{self.user}/.Xauthority", *argv],
+                              input=input, stdout=out, stderr=out, text=True, timeout=timeout)
+
+    def stop(self):
+        # Everything sesman starts (Xorg, chansrv, the window manager) is in its process group.
+        for p in (self.sesman, self.proc):
+            if p and p.poll() is None:
+                try:
+                    os.killpg(p.pid, 15)
+                except ProcessLookupError:
+                    pass
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, 9)
+        subprocess.run(["pkill", "-9", "-u", self.user], capture_output=True, timeout=10)
+        time.sleep(0.5)
+        subprocess.run(["umount", "-l", f"/home/{self.user}/thinclient_drives"], capture_output=True, timeout=10)
+        subprocess.run(["userdel", "-r", self.user], capture_output=True, timeout=30)
+        self.proc = None
+
+
+def clipboard_set(display: Display, text: str):
+    """Owns the display's CLIPBOARD with `text` (xclip stays in the background to serve it)."""
+    subprocess.run(["xclip", "-selection", "clipboard", "-i"], input=text.encode(), env=display.env(), timeout=10, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def clipboard_get(display: Display) -> str:
+    r = subprocess.run(["xclip", "-o", "-selection", "clipboard"], env=display.env(), capture_output=True, timeout=10)
+    return r.stdout.decode(errors="replace")

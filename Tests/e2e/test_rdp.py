@@ -45,7 +45,7 @@ def tls_asset(tmp_path_factory):
     asset.stop()
 
 
-def start_rdp_gateway(d: Path, gatehouse, shadow_asset, tls_asset, keys, password_hashes) -> Gateway:
+def start_rdp_gateway(d: Path, gatehouse, shadow_asset, tls_asset, keys, password_hashes, extra_assets=()) -> Gateway:
     d.mkdir(parents=True, exist_ok=True)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(d / "rdp.key"),
                     "-out", str(d / "rdp.crt"), "-days", "2", "-subj", "/CN=gatehouse-test"],
@@ -71,8 +71,9 @@ def start_rdp_gateway(d: Path, gatehouse, shadow_asset, tls_asset, keys, passwor
             {"name": "pinned01", "host": "127.0.0.1", "rdp_port": shadow_asset.port,
              "rdp_certificate": ":".join(["ab"] * 32), "accounts": account},
             {"name": "ssh01", "host": "127.0.0.1", "ssh_port": 22, "accounts": account},
+            *extra_assets,
         ],
-        "grants": [{"users": ["alice"], "assets": ["desk01", "tls01", "pinned01", "ssh01"]}],
+        "grants": [{"users": ["alice"], "assets": ["desk01", "tls01", "pinned01", "ssh01", *(a["name"] for a in extra_assets)]}],
     }
     g = Gateway(gatehouse, d, config, keys, name=f"RDP gateway ({d.name})")
     g.rdp_port = int(config["listen"]["rdp"].rsplit(":", 1)[1])
@@ -270,5 +271,55 @@ def test_a_gateway_killed_mid_session_keeps_the_recording(tmp_path, gatehouse, s
         subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.5", "-i", str(mp4), "-update", "1", "-y", str(last)],
                        check=True, capture_output=True, timeout=60)
         assert not matches_asset(last, tolerance=32), "the interrupted recording does not end on the asset's screen"
+    finally:
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def xrdp_asset(tmp_path_factory):
+    from rdp import XrdpAsset, xrdp_missing
+    if xrdp_missing():
+        pytest.skip(f"xrdp test asset unavailable: {xrdp_missing()}")
+    asset = XrdpAsset(tmp_path_factory.mktemp("xrdp"))
+    _ITEM_PROCS.append(asset)
+    asset.start()
+    yield asset
+    asset.stop()
+
+
+def test_xrdp_asset_and_clipboard_text_both_ways(tmp_path, gatehouse, shadow_asset, tls_asset, xrdp_asset, keys,
+                                                 password_hashes, rdp_user):
+    """xrdp (TLS, a real login and clipboard): the desktop comes through, clipboard text goes
+    both ways through the gateway and each paste is in the records."""
+    from rdp import XRDP_DESKTOP, clipboard_get, clipboard_set, close_to, pixel
+    secret = tmp_path / "xrdp.password"
+    secret.write_text(xrdp_asset.password + "\n")
+    secret.chmod(0o600)
+    gw = start_rdp_gateway(tmp_path / "gw", gatehouse, shadow_asset, tls_asset, keys, password_hashes,
+                           extra_assets=[{"name": "xrdp01", "host": "127.0.0.1", "rdp_port": xrdp_asset.port,
+                                          "accounts": [{"name": xrdp_asset.user, "password_file": str(secret)}]}])
+    try:
+        user = rdp_user("xrdp").connect(gw.rdp_port, "alice#xrdp01", PASSWORDS["alice"], "+clipboard")
+        shot = tmp_path / "xrdp.png"
+
+        def painted():
+            user.display.screenshot(shot)
+            return close_to(pixel(shot, 500, 400), XRDP_DESKTOP, 8)
+        wait_for(painted, timeout=40, what="xrdp's desktop on the user's screen")
+        wait_for(xrdp_asset.session_display, what="the xrdp session's display")
+
+        clipboard_set(user.display, "from the user: ünïcode ✓")
+        wait_for(lambda: xrdp_asset.as_user("xclip", "-o", "-selection", "clipboard").stdout == "from the user: ünïcode ✓",
+                 timeout=20, what="the user's clipboard text on the asset")
+        xrdp_asset.as_user("xclip", "-selection", "clipboard", "-i", input="from the asset", capture=False)
+        wait_for(lambda: clipboard_get(user.display) == "from the asset", timeout=20,
+                 what="the asset's clipboard text on the user's side")
+
+        admin = token_for(gw, "adam")
+        s = wait_for(lambda: rdp_sessions(gw, admin, state="online"), what="the xrdp session")[0]
+        status, details, _ = api(gw, "GET", f"/api/v1/sessions/{s['id']}/activities", token=admin)
+        clip = [a["detail"] for a in details["activities"] if a["kind"] == "clipboard"]
+        assert any("pasted on the asset" in d and "ünïcode ✓" in d for d in clip), clip
+        assert any("pasted by the user" in d and "from the asset" in d for d in clip), clip
     finally:
         gw.stop()
