@@ -58,6 +58,8 @@ struct API: Sendable {
     let throttle: LoginThrottle
     let metrics: GatehouseMetrics
     let logger: Logger
+    /// Who watches which online desktop session over the live WebSocket.
+    let desktopWatchers = DesktopWatcherNames()
 
     static let cookieName = "gatehouse_session"
     static let webLoginLifetime: TimeInterval = 12 * 3600
@@ -216,14 +218,21 @@ struct API: Sendable {
         let total = try audit.store.count(matching: filter)
         filter.limit = perPage
         filter.offset = (page - 1) * perPage
-        let sessions = try audit.store.sessions(matching: filter).map { SessionJSON($0, live: access.registry.session($0.id)?.live) }
+        let sessions = try audit.store.sessions(matching: filter).map(sessionJSON)
         return JSON.response(SessionPage(sessions: sessions, total: total, page: page, perPage: perPage))
     }
 
     func showSession(_ request: Request, _ context: WebContext) async throws -> Response {
         let caller = try authenticate(request)
         let record = try visibleSession(request, context, caller: caller)
-        return JSON.response(SessionJSON(record, live: access.registry.session(record.id)?.live))
+        return JSON.response(sessionJSON(record))
+    }
+
+    /// A session as the API shows it, with who is watching if it is online.
+    func sessionJSON(_ record: SessionRecord) -> SessionJSON {
+        let online = access.registry.session(record.id)
+        let desktopWatchers = online?.desktop.map { _ in self.desktopWatchers.names(session: record.id) }
+        return SessionJSON(record, live: online?.live, desktopWatchers: desktopWatchers)
     }
 
     func activities(_ request: Request, _ context: WebContext) async throws -> Response {
@@ -247,12 +256,17 @@ struct API: Sendable {
     }
 
     /// The asciicast, uncompressed, streamed from disk. A live session's recording is served
-    /// up to its last whole event.
+    /// up to its last whole event. A desktop session's `.gdr` recording likewise, up to its
+    /// last whole record.
     func recording(_ request: Request, _ context: WebContext) async throws -> Response {
         let record = try visibleSession(request, context, caller: try authenticate(request))
         guard let relative = record.recording else { throw APIError(.notFound, "session \(record.shortID) has no recording") }
         let path = audit.recordingPath(relative)
         guard FileManager.default.isReadableFile(atPath: path) else { throw APIError(.notFound, "the recording of session \(record.shortID) is missing") }
+        if SessionRecord.isDesktopRecording(relative) {
+            return DesktopRecordingFile.response(path: path, compressed: relative.hasSuffix(".gz"), sessionID: record.id,
+                                                 wholeRecordsOnly: record.state == .online)
+        }
         var headers = HTTPFields()
         headers[.contentType] = "application/x-asciicast"
         headers[.contentDisposition] = "attachment; filename=\"\(record.id).cast\""
@@ -302,6 +316,9 @@ struct API: Sendable {
     private func segmented(_ request: Request, _ context: WebContext) throws -> (SessionRecord, SegmentedRecording) {
         let record = try visibleSession(request, context, caller: try authenticate(request))
         guard let relative = record.recording else { throw APIError(.notFound, "session \(record.shortID) has no recording") }
+        guard !record.isDesktop, !SessionRecord.isDesktopRecording(relative) else {
+            throw APIError(.conflict, "desktop recordings are not segmented: GET /api/v1/sessions/\(record.id)/recording serves the whole .gdr file")
+        }
         var idle: Double?
         if let text = request.uri.queryParameters["idle"], !text.isEmpty {
             guard let limit = Double(text), (0.5...60).contains(limit) else { throw APIError(.badRequest, "idle must be seconds from 0.5 to 60") }
@@ -394,12 +411,13 @@ struct API: Sendable {
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition(registry: access.registry))))
     }
 
-    /// Who may open the live stream of a session: auditors and admins.
+    /// Who may open the live stream of a session: auditors and admins. The session must have
+    /// a terminal or a desktop to show.
     func authorizeLive(_ request: Request, _ context: WebContext) async throws -> (Caller, ManagedSession) {
         let caller = try authenticate(request)
         let record = try visibleSession(request, context, caller: caller)
         guard access.mayWatch(caller.user) else { throw APIError(.forbidden, "only auditors and admins may watch sessions") }
-        guard let session = access.registry.session(record.id), session.live != nil else {
+        guard let session = access.registry.session(record.id), session.live != nil || session.desktop != nil else {
             throw APIError(.conflict, "session \(record.shortID) is not online")
         }
         return (caller, session)

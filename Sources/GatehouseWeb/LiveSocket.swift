@@ -7,7 +7,8 @@ import NIOCore
 /// `GET /api/v1/sessions/{id}/live`: a session's terminal as it happens, in the recording's own
 /// shapes. Text messages carry asciicast v2 lines: first the header, then the current screen
 /// (a resize to the owner's size and the screen's contents), then live output, resizes and
-/// `"m"` notices. A player that replays recordings draws this too.
+/// `"m"` notices. A player that replays recordings draws this too. A desktop session's stream
+/// is `DesktopLiveSocket`'s.
 enum LiveSocket {
     /// At most one message per this interval: output in between is batched.
     static let frameInterval: Duration = .milliseconds(20)
@@ -20,6 +21,11 @@ enum LiveSocket {
             (caller, session) = try await api.authorizeLive(context.request, context.requestContext)
         } catch {
             try await outbound.close(.policyViolation, reason: "\(error)")
+            return
+        }
+        if let desktop = session.desktop {
+            try await DesktopLiveSocket.serve(api: api, caller: caller, session: session, desktop: desktop, inbound: inbound,
+                                              outbound: outbound, context: context)
             return
         }
         guard let live = session.live else { return }

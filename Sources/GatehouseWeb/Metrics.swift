@@ -32,7 +32,7 @@ public final class GatehouseMetrics: Sendable {
     func exposition(registry: SessionRegistry) -> [UInt8] {
         let sessions = registry.all
         online.set(Double(sessions.count))
-        watchers.set(Double(sessions.reduce(0) { $0 + ($1.live?.watcherNames.count ?? 0) }))
+        watchers.set(Double(sessions.reduce(0) { $0 + ($1.live?.watcherNames.count ?? $1.desktop?.watcherCount ?? 0) }))
         let queues = sessions.compactMap(\.recorderQueue)
         queued.set(Double(queues.reduce(0) { $0 + $1.bytes }))
         lag.set(queues.map(\.lag).max() ?? 0)

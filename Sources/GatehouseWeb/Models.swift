@@ -21,10 +21,15 @@ struct SessionJSON: Encodable {
     var hasRecording: Bool
     var bytesIn: Int
     var bytesOut: Int
-    /// Who is watching or has joined, for online sessions.
+    /// Who is watching or has joined, for online sessions that can be watched.
     var watchers: [String]?
+    /// A desktop (RDP) session: its recording is a `.gdr` desktop recording and its live
+    /// stream carries desktop records (docs/desktop-recording.md).
+    var desktop: Bool
 
-    init(_ r: SessionRecord, live: LiveChannel?) {
+    /// `live`: the terminal of an online terminal session. `desktopWatchers`: who watches an
+    /// online desktop session (nil for any other).
+    init(_ r: SessionRecord, live: LiveChannel?, desktopWatchers: [String]? = nil) {
         id = r.id
         shortId = r.shortID
         user = r.user
@@ -43,11 +48,22 @@ struct SessionJSON: Encodable {
         hasRecording = r.recording != nil
         bytesIn = r.bytesIn
         bytesOut = r.bytesOut
-        watchers = live?.watcherNames
+        watchers = live?.watcherNames ?? desktopWatchers
+        desktop = r.isDesktop || desktopWatchers != nil
         if let traffic = live?.traffic {
             bytesIn = traffic.in
             bytesOut = traffic.out
         }
+    }
+}
+
+extension SessionRecord {
+    /// A desktop (RDP) session, whose recording is a `.gdr` file rather than an asciicast.
+    var isDesktop: Bool { protocolName == "rdp" || Self.isDesktopRecording(recording) }
+
+    static func isDesktopRecording(_ relative: String?) -> Bool {
+        guard let relative else { return false }
+        return relative.hasSuffix(".gdr") || relative.hasSuffix(".gdr.gz")
     }
 }
 

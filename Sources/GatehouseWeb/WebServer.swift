@@ -44,10 +44,12 @@ public struct WebServer: Sendable {
         let wsRouter = Router(context: WebContext.self)
         let api = self.api
         wsRouter.ws(RouterPath(APIRoutes.livePath), shouldUpgrade: { request, context in
-            _ = try await api.authorizeLive(request, context)
-            // Browsers' players ask for a protocol by name; the stream is asciicast v2.
+            let (_, session) = try await api.authorizeLive(request, context)
+            // Browsers' players ask for a protocol by name; a terminal's stream is asciicast v2
+            // (a desktop's is desktop records, with no protocol name: DesktopLiveSocket).
             let offered = request.headers[.secWebSocketProtocol]?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } ?? []
-            return .upgrade(offered.contains("v2.asciicast") ? [.secWebSocketProtocol: "v2.asciicast"] : [:])
+            let asciicast = session.desktop == nil && offered.contains("v2.asciicast")
+            return .upgrade(asciicast ? [.secWebSocketProtocol: "v2.asciicast"] : [:])
         }, onUpgrade: { inbound, outbound, context in
             try await LiveSocket.serve(api: api, inbound: inbound, outbound: outbound, context: context)
         })

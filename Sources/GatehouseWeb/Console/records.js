@@ -32,7 +32,7 @@
     const head = el("tr", {}, ...["ID", "User", "Asset", "Account", "Protocol", "From", "Started", "Duration", "Bytes in / out", "Watchers", ""].map((h) => el("th", {}, h)));
     const rows = onlineRows.map((s) => {
       const actions = el("td", {});
-      // Only terminal sessions can be watched (an SFTP session has no screen).
+      // Only sessions with a screen, a terminal or a desktop, can be watched (an SFTP session has none).
       if (canWatch && s.watchers) actions.append(el("button", { className: "monitor", onclick: () => { location.href = `/sessions/${s.id}#live`; } }, "Monitor"), " ");
       if (canTerminate) actions.append(el("button", { className: "danger terminate", onclick: () => terminate(s) }, "Terminate"));
       return el("tr", { dataset: { id: s.id } },

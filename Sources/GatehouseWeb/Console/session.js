@@ -19,8 +19,12 @@
   const dl = el("dl", { className: "info", id: "basic-dl" });
   for (const [k, v] of info) dl.append(el("dt", {}, k), el("dd", {}, v));
   const actions = el("div", { className: "player-controls" });
-  if (s.has_recording) actions.append(el("a", { href: `/api/v1/sessions/${s.id}/recording`, download: `${s.id}.cast`, id: "download" },
-    el("button", {}, "Download recording (.cast)")));
+  // A desktop (RDP) session's recording is a .gdr file drawn by the desktop player; a
+  // terminal's is an asciicast.
+  const desktop = s.desktop === true;
+  const extension = desktop ? "gdr" : "cast";
+  if (s.has_recording) actions.append(el("a", { href: `/api/v1/sessions/${s.id}/recording`, download: `${s.id}.${extension}`, id: "download" },
+    el("button", {}, `Download recording (.${extension})`)));
   if (s.state === "online" && me.role === "admin") actions.append(el("button", { className: "danger", id: "terminate", onclick: async () => {
     if (!confirm(`Terminate session ${s.short_id} of ${s.user}? The user is disconnected at once.`)) return;
     try { await api(`/api/v1/sessions/${s.id}/terminate`, { method: "POST" }); location.hash = ""; location.reload(); }
@@ -35,18 +39,25 @@
   // ---- the player: live monitor or replay
   const container = document.getElementById("player"), controls = document.getElementById("controls");
   let player = null;
-  const live = s.state === "online" && me.role !== "user" && location.hash === "#live" && Array.isArray(s.watchers);
-  if (live) {
+  const canMonitor = s.state === "online" && me.role !== "user" && Array.isArray(s.watchers);
+  const monitorButton = () => el("a", { href: "#live", onclick: () => setTimeout(() => location.reload(), 0) }, el("button", { id: "monitor" }, "Monitor live"));
+  const timeline = document.getElementById("timeline"), played = document.getElementById("played");
+  if (canMonitor && location.hash === "#live") {
     document.getElementById("player-title").textContent = "Live monitor";
-    document.getElementById("timeline").hidden = true;
-    GatehousePlayer.live({ container, controls, sessionId: s.id });
+    timeline.hidden = true;
+    if (desktop) GatehouseDesktop.live({ container, controls, sessionId: s.id });
+    else GatehousePlayer.live({ container, controls, sessionId: s.id });
+  } else if (s.has_recording && desktop) {
+    // Loads the whole recording; the rest of the page does not wait for it.
+    GatehouseDesktop.replay({ container, controls, timeline, played, url: `/api/v1/sessions/${s.id}/recording` }).then((p) => {
+      player = p;
+      if (canMonitor) controls.append(monitorButton());
+    });
   } else if (s.has_recording) {
     const markers = commands.map((c) => [c.offset, c.command]);
     const span = s.duration_seconds || 0;
     player = GatehousePlayer.replay({ container, controls, sessionId: s.id, duration: span, markers });
-    if (s.state === "online" && me.role !== "user" && Array.isArray(s.watchers)) {
-      controls.append(el("a", { href: "#live", onclick: () => setTimeout(() => location.reload(), 0) }, el("button", { id: "monitor" }, "Monitor live")));
-    }
+    if (canMonitor) controls.append(monitorButton());
   } else {
     document.getElementById("replay-section").replaceChildren(el("div", { className: "empty" }, "This session has no recording."));
   }
