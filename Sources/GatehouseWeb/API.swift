@@ -33,6 +33,7 @@ public enum APIRoutes {
         APIRoute(method: .post, path: "/api/v1/sessions/{id}/terminate") { try await $0.terminate($1, $2) },
         APIRoute(method: .post, path: "/api/v1/sessions/{id}/shares") { try await $0.share($1, $2) },
         APIRoute(method: .get, path: "/api/v1/commands") { try await $0.searchCommands($1, $2) },
+        APIRoute(method: .post, path: "/api/v1/rdp-password") { try await $0.rdpPassword($1, $2) },
         APIRoute(method: .get, path: "/metrics") { try await $0.metricsText($1, $2) },
     ]
 
@@ -58,6 +59,8 @@ struct API: Sendable {
     let throttle: LoginThrottle
     let metrics: GatehouseMetrics
     let logger: Logger
+    /// Issues a one-time RDP password for a user; nil when the gateway takes no RDP.
+    let issueRDPPassword: (@Sendable (String) throws -> (password: String, expires: Date))?
     /// Who watches which online desktop session over the live WebSocket.
     let desktopWatchers = DesktopWatcherNames()
 
@@ -169,6 +172,21 @@ struct API: Sendable {
         var answer = ["user": caller.user, "role": caller.role.rawValue]
         if request.headers[.authorization] == nil, let cookie = request.cookies[Self.cookieName]?.value { answer["csrf_token"] = Self.csrfToken(cookie) }
         return JSON.response(answer)
+    }
+
+    // MARK: RDP
+
+    /// A one-time RDP password for the caller (for NLA clients such as mstsc): shown once,
+    /// good for one session within ten minutes.
+    func rdpPassword(_ request: Request, _ context: WebContext) async throws -> Response {
+        let caller = try authenticate(request)
+        guard let issue = issueRDPPassword else { throw APIError(.notFound, "this gateway takes no RDP sessions (listen.rdp)") }
+        let issued = try issue(caller.user)
+        logger.info("one-time RDP password issued", metadata: ["user": "\(caller.user)"])
+        var headers = HTTPFields()
+        headers[.cacheControl] = "no-store"
+        return JSON.response(RDPPasswordJSON(password: issued.password, expires: issued.expires, username: "\(caller.user)#ASSET"),
+                             headers: headers)
     }
 
     // MARK: Sessions

@@ -136,3 +136,11 @@ struct CommandPage: Encodable {
     var page: Int
     var perPage: Int
 }
+
+/// A one-time RDP password, as issued.
+struct RDPPasswordJSON: Encodable {
+    var password: String
+    var expires: Date
+    /// What to type as the user name (ASSET replaced by the asset's name).
+    var username: String
+}

@@ -13,13 +13,14 @@ public struct WebServer: Sendable {
     let logger: Logger
 
     public init(address: HostPort, config: GatehouseConfig, registry: SessionRegistry, audit: AuditTrail,
-                metrics: GatehouseMetrics, logger: Logger) {
+                metrics: GatehouseMetrics, logger: Logger,
+                issueRDPPassword: (@Sendable (String) throws -> (password: String, expires: Date))? = nil) {
         self.address = address
         let directory = Directory(config: config)
         api = API(access: SessionAccess(directory: directory, registry: registry, audit: audit), audit: audit,
                   throttle: LoginThrottle(maxFailures: config.security.maxFailures, window: config.security.failureWindow,
                                           lockout: config.security.lockout),
-                  metrics: metrics, logger: logger)
+                  metrics: metrics, logger: logger, issueRDPPassword: issueRDPPassword)
         self.logger = logger
     }
 

@@ -83,8 +83,16 @@ struct Serve: ParsableCommand {
         }
 
         if let web = config.listen.web {
+            var issue: (@Sendable (String) throws -> (password: String, expires: Date))?
+            if rdp != nil {
+                let store = audit.store
+                issue = { @Sendable user in
+                    let issued = try RDPPasswords.issue(user: user, store: store)
+                    return (password: issued.password, expires: issued.expires)
+                }
+            }
             let server = WebServer(address: web, config: config, registry: registry, audit: audit, metrics: metrics,
-                                   logger: Logger(label: "gatehouse.web"))
+                                   logger: Logger(label: "gatehouse.web"), issueRDPPassword: issue)
             Task {
                 do {
                     try await server.run { address in logger.info("listening on web \(address)") }

@@ -480,3 +480,18 @@ def test_desktop_live_monitor_draws_records_as_they_come(live_server, browser):
     assert errors == [], errors
     with pytest.raises(NoAlertPresentException):
         driver.switch_to.alert.text
+
+
+def test_console_issues_a_one_time_rdp_password_that_logs_in(rdp_gateway, rdp_user, browser, tmp_path):
+    """The console's "RDP password" button: what an mstsc user does before connecting."""
+    driver, gw = browser, rdp_gateway
+    sign_in(driver, gw, "alice")
+    driver.find_element(By.ID, "rdp-password").click()
+    code = wait(driver, EC.presence_of_element_located((By.ID, "rdp-password-value")), "the one-time RDP password")
+    password = code.text
+    assert len(password) == 20, password
+    assert "alice#ASSET" in driver.find_element(By.ID, "rdp-password-box").text
+    shot(driver, "rdp-password")
+    user = rdp_user("console-nla").connect(gw.rdp_port, "alice#desk01", password, "/sec:nla")
+    wrong = user.wait_for_screen(tmp_path / "screen.png")
+    assert not wrong, f"no desktop with the console's one-time password: {wrong}\n{user.log_text()[-3000:]}"

@@ -323,3 +323,14 @@ def test_xrdp_asset_and_clipboard_text_both_ways(tmp_path, gatehouse, shadow_ass
         assert any("pasted by the user" in d and "from the asset" in d for d in clip), clip
     finally:
         gw.stop()
+
+
+def test_rdp_password_from_the_api(rdp_gateway, rdp_user, tmp_path):
+    """A user gets their own one-time RDP password from the API (the console's "RDP password")."""
+    gw = rdp_gateway
+    status, issued, headers = api(gw, "POST", "/api/v1/rdp-password", token=token_for(gw, "alice"))
+    assert status == 200, issued
+    assert issued["username"] == "alice#ASSET" and headers.get("Cache-Control") == "no-store", issued
+    user = rdp_user("api-nla").connect(gw.rdp_port, "alice#desk01", issued["password"], "/sec:nla")
+    wrong = user.wait_for_screen(tmp_path / "screen.png")
+    assert not wrong, f"no desktop with the API's one-time password: {wrong}\n{user.log_text()[-3000:]}"

@@ -75,6 +75,8 @@ const Gatehouse = (() => {
       el("span", { className: "brand" }, "Gatehouse"),
       el("nav", {}, link("/", "Session Records", "records"), link("/commands", "Commands", "commands")),
       el("span", { className: "who", id: "who" }, `${me.user} (${me.role})`),
+      el("button", { id: "rdp-password", title: "For RDP clients that use NLA, such as mstsc: good for one session within 10 minutes",
+        onclick: () => rdpPassword(bar) }, "RDP password"),
       el("button", { id: "logout", onclick: async () => {
         try { await api("/api/v1/logout", { method: "POST", noRedirect: true }); } catch (e) { /* already out */ }
         sessionStorage.removeItem(csrfKey);
@@ -82,6 +84,19 @@ const Gatehouse = (() => {
       } }, "Sign out"));
     document.body.prepend(bar);
     return me;
+  }
+
+  // A one-time RDP password, shown once under the top bar.
+  async function rdpPassword(bar) {
+    let box = document.getElementById("rdp-password-box");
+    if (!box) { box = el("div", { id: "rdp-password-box", className: "notice" }); bar.after(box); }
+    try {
+      const issued = await api("/api/v1/rdp-password", { method: "POST" });
+      box.replaceChildren("One-time RDP password: ", el("code", { id: "rdp-password-value" }, issued.password),
+        ` · log in as ${issued.username} · valid for one session until ${time(issued.expires)}`);
+    } catch (error) {
+      box.replaceChildren(el("span", { className: "error" }, String(error.message || error)));
+    }
   }
 
   function showError(container, error) {
