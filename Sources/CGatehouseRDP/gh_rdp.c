@@ -26,13 +26,13 @@
 #include <freerdp/client/channels.h>
 #include <winpr/wtsapi.h>
 
-static uint64_t now_ms(void) {
+uint64_t gh_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void copy_string(char *dst, size_t size, const char *src) {
+void gh_copy_string(char *dst, size_t size, const char *src) {
     if (size == 0) return;
     snprintf(dst, size, "%s", src ? src : "");
 }
@@ -70,8 +70,8 @@ static gh_rdp_session *session_new(gh_rdp_server *server, freerdp_peer *peer) {
     atomic_init(&s->refs, 1);
     atomic_init(&s->terminate_code, 0);
     s->cb = server->callbacks;
-    copy_string(s->certificate_file, sizeof(s->certificate_file), server->certificate_file);
-    copy_string(s->private_key_file, sizeof(s->private_key_file), server->private_key_file);
+    gh_copy_string(s->certificate_file, sizeof(s->certificate_file), server->certificate_file);
+    gh_copy_string(s->private_key_file, sizeof(s->private_key_file), server->private_key_file);
     s->nla = server->nla;
     s->clipboard = server->clipboard;
     s->peer = peer;
@@ -96,228 +96,8 @@ static gh_rdp_session *session_new(gh_rdp_server *server, freerdp_peer *peer) {
     return s;
 }
 
-static void end_with(gh_rdp_session *s, const char *reason) {
-    if (s->end_reason[0] == 0) copy_string(s->end_reason, sizeof(s->end_reason), reason);
-}
-
-// ---------------------------------------------------------------- asset leg (client)
-
-static void mark_dirty(gh_rdp_session *s, UINT16 left, UINT16 top, UINT16 right, UINT16 bottom) {
-    RECTANGLE_16 r = { left, top, right, bottom };
-    if (r.right <= r.left || r.bottom <= r.top) return;
-    region16_union_rect(&s->user_dirty, &s->user_dirty, &r);
-    region16_union_rect(&s->record_dirty, &s->record_dirty, &r);
-}
-
-static void mark_all_dirty(gh_rdp_session *s) {
-    mark_dirty(s, 0, 0, (UINT16)s->fb_width, (UINT16)s->fb_height);
-}
-
-static BOOL client_begin_paint(rdpContext *context) {
-    gh_rdp_session *s = ((gh_client_context *)context)->session;
-    rdpGdi *gdi = context->gdi;
-    if (!s->painting) {
-        pthread_mutex_lock(&s->fb_lock);
-        s->painting = 1;
-    }
-    if (gdi && gdi->primary && gdi->primary->hdc && gdi->primary->hdc->hwnd) {
-        gdi->primary->hdc->hwnd->invalid->null = TRUE;
-        gdi->primary->hdc->hwnd->ninvalid = 0;
-    }
-    return TRUE;
-}
-
-static BOOL client_end_paint(rdpContext *context) {
-    gh_rdp_session *s = ((gh_client_context *)context)->session;
-    rdpGdi *gdi = context->gdi;
-    if (gdi && gdi->primary && gdi->primary->hdc && gdi->primary->hdc->hwnd) {
-        HGDI_WND hwnd = gdi->primary->hdc->hwnd;
-        if (!hwnd->invalid->null) {
-            for (INT32 i = 0; i < hwnd->ninvalid; i++) {
-                HGDI_RGN r = &hwnd->cinvalid[i];
-                INT32 x = r->x < 0 ? 0 : r->x, y = r->y < 0 ? 0 : r->y;
-                INT32 right = r->x + r->w, bottom = r->y + r->h;
-                if (right > (INT32)s->fb_width) right = (INT32)s->fb_width;
-                if (bottom > (INT32)s->fb_height) bottom = (INT32)s->fb_height;
-                if (right > x && bottom > y) mark_dirty(s, (UINT16)x, (UINT16)y, (UINT16)right, (UINT16)bottom);
-            }
-        }
-        hwnd->invalid->null = TRUE;
-        hwnd->ninvalid = 0;
-    }
-    if (s->painting) {
-        s->painting = 0;
-        pthread_mutex_unlock(&s->fb_lock);
-    }
-    SetEvent(s->wake_event);
-    return TRUE;
-}
-
-static BOOL client_desktop_resize(rdpContext *context) {
-    gh_rdp_session *s = ((gh_client_context *)context)->session;
-    pthread_mutex_lock(&s->fb_lock);
-    BOOL ok = gdi_resize(context->gdi, context->settings->DesktopWidth, context->settings->DesktopHeight);
-    s->fb_width = context->gdi->width;
-    s->fb_height = context->gdi->height;
-    region16_clear(&s->user_dirty);
-    region16_clear(&s->record_dirty);
-    mark_all_dirty(s);
-    s->resize_sent = 0;
-    pthread_mutex_unlock(&s->fb_lock);
-    SetEvent(s->wake_event);
-    return ok;
-}
-
-static BOOL client_pre_connect(freerdp *instance) {
-    gh_rdp_session *s = ((gh_client_context *)instance->context)->session;
-    if (s->clipboard) gh_clip_client_prepare(s, instance);
-    return TRUE;
-}
-
-static BOOL client_post_connect(freerdp *instance) {
-    gh_rdp_session *s = ((gh_client_context *)instance->context)->session;
-    if (!gdi_init(instance, PIXEL_FORMAT_BGRX32)) return FALSE;
-    instance->update->BeginPaint = client_begin_paint;
-    instance->update->EndPaint = client_end_paint;
-    instance->update->DesktopResize = client_desktop_resize;
-    pthread_mutex_lock(&s->fb_lock);
-    s->fb_width = instance->context->gdi->width;
-    s->fb_height = instance->context->gdi->height;
-    mark_all_dirty(s);
-    pthread_mutex_unlock(&s->fb_lock);
-    pthread_mutex_lock(&s->input_lock);
-    s->target_state = TARGET_CONNECTED;
-    pthread_mutex_unlock(&s->input_lock);
-    SetEvent(s->wake_event);
-    return TRUE;
-}
-
-static BOOL client_authenticate(freerdp *instance, char **username, char **password, char **domain) {
-    (void)instance; (void)username; (void)password; (void)domain;
-    return FALSE; // stored credentials only: never prompt
-}
-
-static DWORD client_verify_certificate(freerdp *instance, const char *host, UINT16 port,
-                                       const char *common_name, const char *subject,
-                                       const char *issuer, const char *fingerprint, DWORD flags) {
-    (void)common_name; (void)subject; (void)issuer; (void)flags;
-    gh_rdp_session *s = ((gh_client_context *)instance->context)->session;
-    if (!s->cb.verify_certificate) return 0;
-    return s->cb.verify_certificate(s->ctx, host, port, fingerprint) ? 2 : 0;
-}
-
-static DWORD client_verify_changed_certificate(freerdp *instance, const char *host, UINT16 port,
-                                               const char *common_name, const char *subject,
-                                               const char *issuer, const char *new_fingerprint,
-                                               const char *old_subject, const char *old_issuer,
-                                               const char *old_fingerprint, DWORD flags) {
-    (void)old_subject; (void)old_issuer; (void)old_fingerprint;
-    return client_verify_certificate(instance, host, port, common_name, subject, issuer, new_fingerprint, flags);
-}
-
-static void *target_thread_main(void *arg) {
-    gh_rdp_session *s = arg;
-    freerdp *instance = s->target;
-    if (!freerdp_connect(instance)) {
-        UINT32 error = freerdp_get_last_error(instance->context);
-        char reason[400];
-        snprintf(reason, sizeof(reason), "cannot connect to the asset %s:%u: %s", s->target_info.host,
-                 s->target_info.port, freerdp_get_last_error_string(error));
-        pthread_mutex_lock(&s->input_lock);
-        s->target_state = TARGET_ENDED;
-        s->target_error = error;
-        end_with(s, reason);
-        pthread_mutex_unlock(&s->input_lock);
-        SetEvent(s->wake_event);
-        return NULL;
-    }
-    HANDLE handles[MAXIMUM_WAIT_OBJECTS];
-    for (;;) {
-        DWORD count = freerdp_get_event_handles(instance->context, handles, MAXIMUM_WAIT_OBJECTS - 1);
-        if (count == 0) break;
-        handles[count++] = s->abort_event;
-        DWORD status = WaitForMultipleObjects(count, handles, FALSE, 1000);
-        if (status == WAIT_FAILED) break;
-        if (WaitForSingleObject(s->abort_event, 0) == WAIT_OBJECT_0) break;
-        if (!freerdp_check_event_handles(instance->context) || freerdp_shall_disconnect(instance)) {
-            if (s->painting) {
-                s->painting = 0;
-                pthread_mutex_unlock(&s->fb_lock);
-            }
-            UINT32 error = freerdp_get_last_error(instance->context);
-            pthread_mutex_lock(&s->input_lock);
-            s->target_error = error;
-            end_with(s, "the asset closed the connection");
-            pthread_mutex_unlock(&s->input_lock);
-            break;
-        }
-    }
-    if (s->painting) {
-        s->painting = 0;
-        pthread_mutex_unlock(&s->fb_lock);
-    }
-    pthread_mutex_lock(&s->input_lock);
-    s->target_state = TARGET_ENDED;
-    pthread_mutex_unlock(&s->input_lock);
-    SetEvent(s->wake_event);
-    return NULL;
-}
-
-static BOOL target_start(gh_rdp_session *s, uint32_t width, uint32_t height) {
-    freerdp *instance = freerdp_new();
-    if (!instance) return FALSE;
-    instance->ContextSize = sizeof(gh_client_context);
-    instance->PreConnect = client_pre_connect;
-    instance->PostConnect = client_post_connect;
-    instance->Authenticate = client_authenticate;
-    instance->VerifyCertificateEx = client_verify_certificate;
-    instance->VerifyChangedCertificateEx = client_verify_changed_certificate;
-    if (!freerdp_context_new(instance)) {
-        freerdp_free(instance);
-        return FALSE;
-    }
-    ((gh_client_context *)instance->context)->session = s;
-    rdpSettings *settings = instance->settings;
-    gh_rdp_target *t = &s->target_info;
-    freerdp_settings_set_string(settings, FreeRDP_ServerHostname, t->host);
-    settings->ServerPort = t->port;
-    freerdp_settings_set_string(settings, FreeRDP_Username, t->username);
-    freerdp_settings_set_string(settings, FreeRDP_Password, t->password);
-    if (t->domain[0]) freerdp_settings_set_string(settings, FreeRDP_Domain, t->domain);
-    settings->DesktopWidth = width;
-    settings->DesktopHeight = height;
-    settings->ColorDepth = 32;
-    settings->SoftwareGdi = TRUE;
-    settings->RdpSecurity = FALSE;
-    settings->TlsSecurity = TRUE;
-    settings->NlaSecurity = TRUE;
-    settings->IgnoreCertificate = FALSE;
-    settings->AutoLogonEnabled = TRUE;
-    settings->SupportGraphicsPipeline = FALSE;
-    settings->DesktopResize = TRUE;
-    if (t->timeout_ms) settings->TcpConnectTimeout = t->timeout_ms;
-    s->target = instance;
-    s->target_state = TARGET_CONNECTING;
-    if (pthread_create(&s->target_thread, NULL, target_thread_main, s) != 0) {
-        s->target_state = TARGET_ENDED;
-        return FALSE;
-    }
-    s->target_thread_started = 1;
-    return TRUE;
-}
-
-static void target_free(gh_rdp_session *s) {
-    if (!s->target) return;
-    freerdp_abort_connect(s->target);
-    if (s->target_thread_started) pthread_join(s->target_thread, NULL);
-    pthread_mutex_lock(&s->clip_lock);
-    s->clip_client = NULL;
-    pthread_mutex_unlock(&s->clip_lock);
-    freerdp_disconnect(s->target);
-    gdi_free(s->target);
-    freerdp_context_free(s->target);
-    freerdp_free(s->target);
-    s->target = NULL;
+void gh_end_with(gh_rdp_session *s, const char *reason) {
+    if (s->end_reason[0] == 0) gh_copy_string(s->end_reason, sizeof(s->end_reason), reason);
 }
 
 // ---------------------------------------------------------------- user leg (peer)
@@ -360,13 +140,13 @@ static BOOL peer_post_connect(freerdp_peer *peer) {
     memset(s->nla_password, 0, sizeof(s->nla_password));
     if (!s->ctx) {
         s->refused_code = code ? code : GH_RDP_REASON_PRIVILEGES;
-        end_with(s, reason[0] ? reason : "refused");
+        gh_end_with(s, reason[0] ? reason : "refused");
         return TRUE; // the loop tells the client why, then closes
     }
     if (s->clipboard) gh_clip_server_start(s);
-    if (!target_start(s, settings->DesktopWidth, settings->DesktopHeight)) {
+    if (!gh_asset_start(s, settings->DesktopWidth, settings->DesktopHeight)) {
         s->refused_code = GH_RDP_REASON_DENIED;
-        end_with(s, "cannot start the connection to the asset");
+        gh_end_with(s, "cannot start the connection to the asset");
     }
     return TRUE;
 }
@@ -376,7 +156,7 @@ static void utf16_to_utf8(const UINT16 *text, UINT32 length, char *out, size_t s
     if (!text || length == 0) return;
     char *converted = NULL;
     if (ConvertFromUnicode(CP_UTF8, 0, (LPCWSTR)text, (int)length, &converted, 0, NULL, NULL) > 0 && converted) {
-        copy_string(out, size, converted);
+        gh_copy_string(out, size, converted);
         memset(converted, 0, strlen(converted));
     }
     free(converted);
@@ -510,90 +290,6 @@ static BOOL peer_suppress_output(rdpContext *context, BYTE allow, const RECTANGL
     return TRUE;
 }
 
-/// Sends the framebuffer's `rects` to the user as compressed bitmap updates, in batches
-/// that fit the client's reassembly buffer. Called with fb_lock held.
-static BOOL send_rects(gh_rdp_session *s, const RECTANGLE_16 *rects, UINT32 count) {
-    freerdp_peer *peer = s->peer;
-    rdpSettings *settings = peer->settings;
-    rdpGdi *gdi = s->target->context->gdi;
-    const BYTE *fb = gdi->primary_buffer;
-    UINT32 stride = gdi->stride;
-    UINT32 depth = settings->ColorDepth;
-    if (depth != 32 && depth != 24 && depth != 16 && depth != 15) depth = 32;
-    UINT32 limit = settings->MultifragMaxRequestSize;
-    if (limit == 0 || limit > 0x3F0000) limit = 0x3F0000;
-    if (limit < 0x4000) limit = 0x4000;
-    limit -= 1024;
-
-    BITMAP_DATA batch[GH_BATCH];
-    UINT32 k = 0, bytes = 0;
-    BOOL ok = TRUE;
-#define FLUSH()                                                              \
-    do {                                                                     \
-        if (k > 0) {                                                         \
-            BITMAP_UPDATE update = { 0 };                                    \
-            update.count = update.number = k;                                \
-            update.rectangles = batch;                                       \
-            if (!peer->update->BitmapUpdate(peer->context, &update)) ok = FALSE; \
-            k = 0;                                                           \
-            bytes = 0;                                                       \
-        }                                                                    \
-    } while (0)
-
-    for (UINT32 i = 0; i < count && ok; i++) {
-        const RECTANGLE_16 *r = &rects[i];
-        for (UINT32 top = r->top; top < r->bottom && ok; top += GH_TILE) {
-            for (UINT32 left = r->left; left < r->right && ok; left += GH_TILE) {
-                UINT32 x = left, y = top;
-                UINT32 w = r->right - left < GH_TILE ? r->right - left : GH_TILE;
-                UINT32 h = r->bottom - top < GH_TILE ? r->bottom - top : GH_TILE;
-                // Codecs want at least 4x4: grow small tiles towards the origin.
-                if (w < 4) { UINT32 grow = 4 - w; x = x >= grow ? x - grow : 0; w = 4; }
-                if (h < 4) { UINT32 grow = 4 - h; y = y >= grow ? y - grow : 0; h = 4; }
-                if (x + w > s->fb_width || y + h > s->fb_height) continue;
-                if (bytes + GH_TILE_BUFFER > limit) FLUSH();
-                BYTE *buffer = s->tiles + (size_t)k * GH_TILE_BUFFER;
-                BITMAP_DATA *b = &batch[k];
-                memset(b, 0, sizeof(*b));
-                b->destLeft = x;
-                b->destTop = y;
-                b->destRight = x + w - 1;
-                b->destBottom = y + h - 1;
-                b->width = w;
-                b->height = h;
-                b->compressed = TRUE;
-                if (depth == 32) {
-                    UINT32 size = GH_TILE_BUFFER;
-                    const BYTE *src = fb + (size_t)y * stride + (size_t)x * 4;
-                    if (!freerdp_bitmap_compress_planar(s->planar, src, gdi->dstFormat, w, h, stride, buffer, &size))
-                        { ok = FALSE; break; }
-                    b->bitmapLength = size;
-                    b->bitsPerPixel = 32;
-                    b->cbScanWidth = w * 4;
-                    b->cbUncompressedSize = w * h * 4;
-                } else {
-                    UINT32 size = GH_TILE_BUFFER;
-                    UINT32 bytesPerPixel = (depth + 7) / 8;
-                    if (!interleaved_compress(s->interleaved, buffer, &size, w, h, fb, gdi->dstFormat, stride, x, y, NULL, depth))
-                        { ok = FALSE; break; }
-                    b->bitmapLength = size;
-                    b->bitsPerPixel = depth;
-                    b->cbScanWidth = w * bytesPerPixel;
-                    b->cbUncompressedSize = w * h * bytesPerPixel;
-                }
-                b->bitmapDataStream = buffer;
-                b->cbCompMainBodySize = b->bitmapLength;
-                bytes += b->bitmapLength + 32;
-                k++;
-                if (k == GH_BATCH) FLUSH();
-            }
-        }
-    }
-    if (ok) FLUSH();
-#undef FLUSH
-    return ok;
-}
-
 /// Work for the user's thread after a wake-up: resize the client to the asset's desktop,
 /// send what changed, hand frames to the recorder. Returns the ms until the next recorded
 /// frame is due, or INFINITE; sets *fail when the recorder refused a frame.
@@ -609,7 +305,7 @@ static DWORD pump(gh_rdp_session *s, int *fail) {
         BOOL sized = peer->settings->DesktopWidth == s->fb_width && peer->settings->DesktopHeight == s->fb_height;
         if (!sized && !s->resize_sent && s->peer_active) {
             if (!peer->settings->DesktopResize) {
-                end_with(s, "the user's client cannot take the asset's desktop size");
+                gh_end_with(s, "the user's client cannot take the asset's desktop size");
                 *fail = GH_RDP_REASON_DENIED;
                 pthread_mutex_unlock(&s->fb_lock);
                 return INFINITE;
@@ -628,14 +324,14 @@ static DWORD pump(gh_rdp_session *s, int *fail) {
         if (s->peer_active == 1 && sized && !region16_is_empty(&s->user_dirty)) {
             UINT32 n = 0;
             const RECTANGLE_16 *rects = region16_rects(&s->user_dirty, &n);
-            if (!send_rects(s, rects, n)) {
-                end_with(s, "cannot send the desktop to the user's client");
+            if (!gh_send_rects(s, rects, n)) {
+                gh_end_with(s, "cannot send the desktop to the user's client");
                 *fail = GH_RDP_REASON_DENIED;
             }
             region16_clear(&s->user_dirty);
         }
         if (!region16_is_empty(&s->record_dirty) || s->pointer_moved) {
-            uint64_t now = now_ms();
+            uint64_t now = gh_now_ms();
             uint64_t due = s->last_record_ms + GH_RECORD_INTERVAL_MS;
             if (now >= due) {
                 s->last_record_ms = now;
@@ -653,7 +349,7 @@ static DWORD pump(gh_rdp_session *s, int *fail) {
                     }
                     rdpGdi *gdi = s->target->context->gdi;
                     if (s->cb.frame && !s->cb.frame(s->ctx, gdi->primary_buffer, gdi->stride, s->fb_width, s->fb_height, out, n)) {
-                        end_with(s, "the recording failed: the session cannot go on unrecorded");
+                        gh_end_with(s, "the recording failed: the session cannot go on unrecorded");
                         *fail = GH_RDP_REASON_DENIED;
                     }
                     region16_clear(&s->record_dirty);
@@ -679,8 +375,8 @@ static uint32_t asset_reason(gh_rdp_session *s) {
 static void tell_and_close(freerdp_peer *peer, uint32_t code) {
     freerdp_set_error_info(peer->context->rdp, code);
     peer->Close(peer);
-    uint64_t deadline = now_ms() + 2000;
-    while (now_ms() < deadline) {
+    uint64_t deadline = gh_now_ms() + 2000;
+    while (gh_now_ms() < deadline) {
         HANDLE handles[MAXIMUM_WAIT_OBJECTS];
         DWORD count = peer->GetEventHandles(peer, handles, MAXIMUM_WAIT_OBJECTS);
         if (count == 0) break;
@@ -721,31 +417,31 @@ static void *peer_thread_main(void *arg) {
 
     s->vcm = WTSOpenServerA((LPSTR)peer->context);
     if (!peer->Initialize(peer)) {
-        end_with(s, "the TLS setup failed (certificate or key)");
+        gh_end_with(s, "the TLS setup failed (certificate or key)");
     } else {
         DWORD wait = INFINITE;
         for (;;) {
             HANDLE handles[MAXIMUM_WAIT_OBJECTS];
             DWORD count = peer->GetEventHandles(peer, handles, MAXIMUM_WAIT_OBJECTS - 3);
-            if (count == 0) { end_with(s, "internal error: no event handles"); break; }
+            if (count == 0) { gh_end_with(s, "internal error: no event handles"); break; }
             handles[count++] = s->abort_event;
             handles[count++] = s->wake_event;
             if (s->vcm) handles[count++] = WTSVirtualChannelManagerGetEventHandle(s->vcm);
             if (WaitForMultipleObjects(count, handles, FALSE, wait == INFINITE ? 5000 : wait) == WAIT_FAILED) {
-                end_with(s, "internal error: wait failed");
+                gh_end_with(s, "internal error: wait failed");
                 break;
             }
             ResetEvent(s->wake_event); // before the work, so a wake-up during it is not lost
-            if (!peer->CheckFileDescriptor(peer)) { end_with(s, "the user disconnected"); break; }
-            if (s->vcm && !WTSVirtualChannelManagerCheckFileDescriptor(s->vcm)) { end_with(s, "the user's virtual channels failed"); break; }
+            if (!peer->CheckFileDescriptor(peer)) { gh_end_with(s, "the user disconnected"); break; }
+            if (s->vcm && !WTSVirtualChannelManagerCheckFileDescriptor(s->vcm)) { gh_end_with(s, "the user's virtual channels failed"); break; }
             uint32_t code = atomic_load(&s->terminate_code);
-            if (code) { end_with(s, "terminated"); tell_and_close(peer, code); break; }
+            if (code) { gh_end_with(s, "terminated"); tell_and_close(peer, code); break; }
             if (s->refused_code) { tell_and_close(peer, s->refused_code); break; }
             int fail = 0;
             wait = pump(s, &fail);
             if (fail) { tell_and_close(peer, (uint32_t)fail); break; }
             if (s->target_state == TARGET_ENDED) {
-                end_with(s, "the asset closed the connection");
+                gh_end_with(s, "the asset closed the connection");
                 tell_and_close(peer, asset_reason(s));
                 break;
             }
@@ -753,7 +449,7 @@ static void *peer_thread_main(void *arg) {
     }
     SetEvent(s->abort_event);
     uint64_t sent = freerdp_get_transport_sent(peer->context, FALSE);
-    target_free(s);
+    gh_asset_free(s);
     gh_clip_server_stop(s);
     if (s->vcm) WTSCloseServer(s->vcm);
     s->vcm = NULL;
@@ -824,17 +520,17 @@ gh_rdp_server *gh_rdp_server_start(const gh_rdp_server_options *options, const g
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, init_once);
     gh_rdp_server *server = calloc(1, sizeof(*server));
-    if (!server) { copy_string(error, error_size, "out of memory"); return NULL; }
+    if (!server) { gh_copy_string(error, error_size, "out of memory"); return NULL; }
     server->callbacks = *callbacks;
-    copy_string(server->certificate_file, sizeof(server->certificate_file), options->certificate_file);
-    copy_string(server->private_key_file, sizeof(server->private_key_file), options->private_key_file);
+    gh_copy_string(server->certificate_file, sizeof(server->certificate_file), options->certificate_file);
+    gh_copy_string(server->private_key_file, sizeof(server->private_key_file), options->private_key_file);
     server->port = options->port;
     server->nla = options->nla && callbacks->nla_hash;
     server->clipboard = options->clipboard;
     server->stop_event = CreateEventA(NULL, TRUE, FALSE, NULL);
     server->listener = freerdp_listener_new();
     if (!server->stop_event || !server->listener) {
-        copy_string(error, error_size, "cannot create the RDP listener");
+        gh_copy_string(error, error_size, "cannot create the RDP listener");
         goto fail;
     }
     server->listener->info = server;
@@ -845,7 +541,7 @@ gh_rdp_server *gh_rdp_server_start(const gh_rdp_server_options *options, const g
         goto fail;
     }
     if (pthread_create(&server->thread, NULL, listener_thread_main, server) != 0) {
-        copy_string(error, error_size, "cannot start the RDP listener thread");
+        gh_copy_string(error, error_size, "cannot start the RDP listener thread");
         server->listener->Close(server->listener);
         goto fail;
     }

@@ -104,6 +104,19 @@ typedef struct {
 } gh_client_context;
 
 
+/// Shared helpers (gh_rdp.c).
+uint64_t gh_now_ms(void);
+void gh_copy_string(char *dst, size_t size, const char *src);
+/// The first reason given is the one the session ends with.
+void gh_end_with(gh_rdp_session *s, const char *reason);
+
+/// The asset leg (gh_rdp_asset.c): connect on its own thread; stop and free it.
+BOOL gh_asset_start(gh_rdp_session *s, uint32_t width, uint32_t height);
+void gh_asset_free(gh_rdp_session *s);
+
+/// The user leg's encoder (gh_rdp_encode.c). Called with fb_lock held.
+BOOL gh_send_rects(gh_rdp_session *s, const RECTANGLE_16 *rects, UINT32 count);
+
 /// Clipboard relay (gh_rdp_clipboard.c).
 void gh_clip_client_prepare(gh_rdp_session *s, freerdp *instance);
 void gh_clip_server_start(gh_rdp_session *s);
