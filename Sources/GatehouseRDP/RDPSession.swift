@@ -104,8 +104,8 @@ final class RDPSession: ManagedSession, @unchecked Sendable {
         let day = ISO8601DateFormatter.string(from: started, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withFullDate])
         let relative = "\(day)/\(id).gdr"
         do {
-            let header = Data(#"{"version":1,"kind":"gatehouse-desktop","width":\#(width),"height":\#(height),"timestamp":\#(Int(started.timeIntervalSince1970)),"title":"\#(login.user)@\#(target.asset.name)"}"#.utf8)
-            let hub = DesktopLive(header: header)
+            let hub = DesktopLive(header: DesktopRecorder.header(width: width, height: height,
+                                                                 title: "\(login.user)@\(target.asset.name)", started: started))
             let rec = try DesktopRecorder(path: trail.recordingPath(relative), width: width, height: height,
                                           title: "\(login.user)@\(target.asset.name)", started: started, live: hub,
                                           onFailure: { [weak self] message in self?.recordingFailure(message) })

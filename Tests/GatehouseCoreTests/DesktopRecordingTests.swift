@@ -347,18 +347,30 @@ final class DesktopRecordingTests: XCTestCase {
 
     // MARK: Reader robustness
 
+    func testTileFilterRoundTripsAndShrinksFlatAreas() throws {
+        var rgba = [UInt8](repeating: 255, count: 64 * 8 * 4)
+        for i in stride(from: 0, to: rgba.count, by: 4) { rgba[i] = UInt8(i % 251); rgba[i + 1] = 0x66; rgba[i + 2] = 0xCC }
+        let filtered = rgba.withUnsafeBytes { DesktopTileFilter.filter(rgba: $0, width: 64, height: 8) }
+        XCTAssertEqual(filtered.count, 64 * 8 * 3)
+        XCTAssertEqual(Array(filtered[0..<6]), [0, 0x66, 0xCC, 4, 0, 0], "first pixel as is, then differences")
+        XCTAssertEqual(DesktopTileFilter.unfilter(filtered, width: 64, height: 8), rgba)
+        let tile = rgba.withUnsafeBytes { DesktopTile(x: 0, y: 0, width: 64, height: 8, rgba: $0) }
+        XCTAssertEqual(try tile.pixels(), rgba)
+        XCTAssertLessThan(tile.zlib.count, rgba.withUnsafeBytes { DesktopZlib.compress($0).count })
+    }
+
     func testTornTailAndUnknownTypesAreTolerated() throws {
         var data = DesktopHeader(width: 64, height: 64, timestamp: 1_764_000_000, title: "t").encoded()
         data.append(UInt8(ascii: "\n"))
         let black = DesktopCanvas.black(64 * 64)
-        data.append(DesktopRecord.keyframe(DesktopTile(x: 0, y: 0, width: 64, height: 64, zlib: DesktopZlib.compress(black))).encoded(time: 0))
+        data.append(DesktopRecord.keyframe(black.withUnsafeBytes { DesktopTile(x: 0, y: 0, width: 64, height: 64, rgba: $0) }).encoded(time: 0))
         // Unknown type 99 with a payload, and one with none.
         data.append(99); data.appendLE32(5); data.appendLE32(10); data.append(contentsOf: [1, 2, 3, 4, 5])
         data.append(200); data.appendLE32(0); data.appendLE32(11)
         let red: [UInt8] = (0..<(4 * 4 * 4)).map { $0 % 4 == 0 || $0 % 4 == 3 ? 255 : 0 }
-        data.append(DesktopRecord.tile(DesktopTile(x: 4, y: 8, width: 4, height: 4, zlib: DesktopZlib.compress(red))).encoded(time: 20))
+        data.append(DesktopRecord.tile(red.withUnsafeBytes { DesktopTile(x: 4, y: 8, width: 4, height: 4, rgba: $0) }).encoded(time: 20))
         data.append(DesktopRecord.pointer(x: 7, y: 9).encoded(time: 30))
-        let torn = DesktopRecord.tile(DesktopTile(x: 0, y: 0, width: 4, height: 4, zlib: DesktopZlib.compress(red))).encoded(time: 40)
+        let torn = DesktopRecord.tile(red.withUnsafeBytes { DesktopTile(x: 0, y: 0, width: 4, height: 4, rgba: $0) }).encoded(time: 40)
         data.append(torn.prefix(torn.count - 3))
 
         for reader in [try DesktopRecordingReader(data: data), try fileReader(data, "torn.gdr")] {
@@ -403,8 +415,8 @@ final class DesktopRecordingTests: XCTestCase {
 
     func testMalformedTilesAreErrorsNotCrashes() throws {
         var canvas = try DesktopCanvas(width: 100, height: 50)
-        let pixels = [UInt8](repeating: 7, count: 10 * 10 * 4)
-        let good = DesktopZlib.compress(pixels)
+        // What a 10x10 tile stores: 10 x 10 x 3 filtered bytes.
+        let good = DesktopZlib.compress([UInt8](repeating: 7, count: 10 * 10 * 3))
         func tile(_ x: Int, _ y: Int, _ w: Int, _ h: Int, _ z: Data) -> DesktopRecord {
             .tile(DesktopTile(x: x, y: y, width: w, height: h, zlib: z))
         }
@@ -508,7 +520,7 @@ final class DesktopRecordingTests: XCTestCase {
 
     func testWatcherThatFailsIsDetachedOthersContinue() throws {
         let live = DesktopLive(header: Data("{}".utf8))
-        let key = DesktopRecord.keyframe(DesktopTile(x: 0, y: 0, width: 1, height: 1, zlib: DesktopZlib.compress([0, 0, 0, 255])))
+        let key = DesktopRecord.keyframe(DesktopTile(x: 0, y: 0, width: 1, height: 1, zlib: DesktopZlib.compress([0, 0, 0])))
         live.publish(key.encoded(time: 0), keyframe: true)
         let slow = Collector(accept: 2)
         let good = Collector()

@@ -312,7 +312,7 @@ final class DesktopRoutesTests: XCTestCase {
     // MARK: The format, by hand (docs/desktop-recording.md)
 
     static func header(width: Int, height: Int) -> Data {
-        Data(#"{"version":1,"kind":"gatehouse-desktop","width":\#(width),"height":\#(height),"timestamp":1764000000,"title":"alice@win01"}"#.utf8)
+        Data(#"{"version":2,"kind":"gatehouse-desktop","width":\#(width),"height":\#(height),"timestamp":1764000000,"title":"alice@win01"}"#.utf8)
     }
 
     static func recording(records: [Data], width: Int = 4, height: Int = 3) -> Data {

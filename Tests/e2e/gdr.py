@@ -1,4 +1,4 @@
-"""Gatehouse desktop recordings (`.gdr`, version 1; docs/desktop-recording.md) for tests: a
+"""Gatehouse desktop recordings (`.gdr`, version 2; docs/desktop-recording.md) for tests: a
 writer that makes recordings with known pixels at known times, and a reader to check them.
 
     w = Writer(320, 200, title="alice@win01")
@@ -23,7 +23,7 @@ RECORD_HEADER = struct.Struct("<BII")  # type, payload length, time in ms
 
 def header_line(width: int, height: int, timestamp: int | None = None, title: str = "") -> bytes:
     """The JSON header line, without its newline."""
-    value = {"version": 1, "kind": "gatehouse-desktop", "width": width, "height": height,
+    value = {"version": 2, "kind": "gatehouse-desktop", "width": width, "height": height,
              "timestamp": int(time.time()) if timestamp is None else timestamp, "title": title}
     return json.dumps(value, separators=(",", ":")).encode()
 
@@ -37,9 +37,36 @@ def solid(width: int, height: int, rgb) -> bytes:
     return bytes((*rgb, 255)) * (width * height)
 
 
+def sub_filtered_rgb(rgba: bytes, width: int, height: int) -> bytes:
+    """Tile pixels as stored: RGB, each byte after a row's first pixel minus the byte of the
+    pixel to its left, modulo 256 (PNG's Sub filter)."""
+    out = bytearray(width * height * 3)
+    for y in range(height):
+        pr = pg = pb = 0
+        for x in range(width):
+            s, d = (y * width + x) * 4, (y * width + x) * 3
+            r, g, b = rgba[s], rgba[s + 1], rgba[s + 2]
+            out[d], out[d + 1], out[d + 2] = (r - pr) & 255, (g - pg) & 255, (b - pb) & 255
+            pr, pg, pb = r, g, b
+    return bytes(out)
+
+
+def rgba_of(stored: bytes, width: int, height: int) -> bytes:
+    """The inverse of sub_filtered_rgb (alpha 255)."""
+    out = bytearray(b"\xff" * (width * height * 4))
+    for y in range(height):
+        r = g = b = 0
+        for x in range(width):
+            s, d = (y * width + x) * 3, (y * width + x) * 4
+            r, g, b = (r + stored[s]) & 255, (g + stored[s + 1]) & 255, (b + stored[s + 2]) & 255
+            out[d], out[d + 1], out[d + 2] = r, g, b
+    return bytes(out)
+
+
 def image_record(kind: int, t: int, x: int, y: int, width: int, height: int, rgba: bytes) -> bytes:
     assert len(rgba) == width * height * 4, "RGBA bytes must be width x height x 4"
-    return record(kind, t, struct.pack("<HHHH", x, y, width, height) + zlib.compress(rgba))
+    stored = zlib.compress(sub_filtered_rgb(rgba, width, height))
+    return record(kind, t, struct.pack("<HHHH", x, y, width, height) + stored)
 
 
 class Writer:

@@ -26,7 +26,7 @@ const GatehouseDesktop = (() => {
 
   function checkHeader(header) {
     if (!header || header.kind !== "gatehouse-desktop") throw new Error("this is not a Gatehouse desktop recording");
-    if (header.version !== 1) throw new Error(`unsupported desktop recording version ${header.version}`);
+    if (header.version !== 2) throw new Error(`unsupported desktop recording version ${header.version}`);
     return header;
   }
 
@@ -55,13 +55,27 @@ const GatehouseDesktop = (() => {
     return new Uint8Array(await new Response(stream).arrayBuffer());
   }
 
+  // Tile pixels are stored as RGB rows, each byte after a row's first pixel the difference
+  // from the pixel to its left (PNG's Sub filter): back to RGBA for ImageData.
+  function unfilter(stored, w, h) {
+    const out = new Uint8ClampedArray(w * h * 4);
+    for (let y = 0; y < h; y++) {
+      let r = 0, g = 0, b = 0, s = y * w * 3, d = y * w * 4;
+      for (let x = 0; x < w; x++, s += 3, d += 4) {
+        r = (r + stored[s]) & 255; g = (g + stored[s + 1]) & 255; b = (b + stored[s + 2]) & 255;
+        out[d] = r; out[d + 1] = g; out[d + 2] = b; out[d + 3] = 255;
+      }
+    }
+    return out;
+  }
+
   // The pixels of a TILE or KEYFRAME, or null if they cannot be read (the record is skipped).
   async function decode(r) {
     const w = u16(r.payload, 4), h = u16(r.payload, 6);
     if (w === 0 || h === 0) return null;
     try {
-      const pixels = await inflate(r.payload.subarray(8));
-      return pixels.length >= w * h * 4 ? new ImageData(new Uint8ClampedArray(pixels.buffer, pixels.byteOffset, w * h * 4), w, h) : null;
+      const stored = await inflate(r.payload.subarray(8));
+      return stored.length >= w * h * 3 ? new ImageData(unfilter(stored, w, h), w, h) : null;
     } catch (error) {
       return null;
     }
