@@ -1256,9 +1256,9 @@ def reading(res: dict, tot_d, tot_g, gw_net, by, tu, gpm) -> str:
     gdr = [r["gdr"] for r in by["gatehouse"] if r.get("gdr")]
     if g and wg:
         kf = med([100 * r["keyframe"][1] / r["size"] for r in gdr if "keyframe" in r])
-        out.append(f"The recording, though, is {g / wg:.1f}× what goes on the wire: {g:.1f} MB per minute, about "
-                   f"{g * 60 / 1000:.1f} GB per hour of activity like this, mostly because its tiles are zlib (level 1) over RGBA, 4 bytes a "
-                   f"pixel, where RDP sends planar, run-length coded bitmaps and bulk-compresses them"
+        out.append(f"The recording is {g / wg:.1f}× what goes on the wire: {g:.1f} MB per minute, about "
+                   f"{g * 60 / 1000:.1f} GB per hour of activity like this: its tiles are zlib (level 1) over Sub-filtered RGB "
+                   f"(format version 2), where RDP sends planar, run-length coded bitmaps and bulk-compresses them"
                    + (f"; keyframes (one per 10 s of activity, zlib level 6) are {kf:.0f} % of its bytes" if kf else "")
                    + (f" and {inc['keyframes']:.0f} % of the gateway's CPU" if "keyframes" in inc else "") + ".")
     return " ".join(out)

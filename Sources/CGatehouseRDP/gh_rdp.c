@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <string.h>
 #include <time.h>
 
@@ -192,6 +193,8 @@ static SECURITY_STATUS peer_compute_ntlm_hash(void *client, const SEC_WINNT_AUTH
     memset(v1, 0, sizeof(v1));
     return ok ? 1 : 0;
 }
+
+void gh_rdp_return_free_memory(void) { malloc_trim(0); }
 
 int gh_rdp_nt_hash(const char *password, uint8_t nt_hash[16]) {
     winpr_InitializeSSL(WINPR_SSL_INIT_DEFAULT); // MD4 lives in OpenSSL 3's legacy provider

@@ -75,6 +75,12 @@ final class RDPSession: ManagedSession, @unchecked Sendable {
          Activity(.authenticated, "\(login.user) by \(request.method)", time: time)]
     }
 
+    /// A desktop session frees tens of MiB (framebuffers, codec buffers, the recorder's screen)
+    /// on threads of its own, whose malloc arenas glibc keeps; hand the free pages back.
+    static func returnFreedMemory() {
+        gh_rdp_return_free_memory()
+    }
+
     // MARK: Callbacks from the C layer
 
     /// The asset's TLS certificate, pinned on first use like SSH host keys.
@@ -193,6 +199,7 @@ final class RDPSession: ManagedSession, @unchecked Sendable {
             hub?.end()
             session.end(state: state, terminatedBy: by, reason: text, bytesIn: bytesFromUser, bytesOut: bytesToUser)
             trail.closing.leave()
+            Self.returnFreedMemory()
         }
     }
 }

@@ -104,6 +104,9 @@ typedef struct gh_rdp_server_options {
     int clipboard;                // relay clipboard text (recorded); 0: no clipboard
 } gh_rdp_server_options;
 
+/// Hands memory freed by ended sessions back to the system (glibc keeps it per thread arena).
+void gh_rdp_return_free_memory(void);
+
 /// The NT hash of a password (for storing one-time RDP passwords). 1 on success.
 int gh_rdp_nt_hash(const char *password, uint8_t nt_hash[16]);
 
