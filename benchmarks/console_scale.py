@@ -1034,7 +1034,12 @@ def build(a, why: str) -> dict:
             if (REPO / "Package.resolved").exists() and not (Path(tmp) / "Package.resolved").exists():
                 shutil.copy2(REPO / "Package.resolved", Path(tmp) / "Package.resolved")  # same dependency versions, no resolving
             sync_tree(Path(tmp), export)
+        # Its own scratch directory: SwiftPM keyed to the working tree's would call the export's
+        # build up to date and leave the other tree's binary in place.
+        scratch = a.scratch_path.with_name(a.scratch_path.name + "-head")
+        argv[argv.index("--scratch-path") + 1] = str(scratch)
         argv += ["--package-path", str(export)]
+        a.gatehouse_bin = (scratch / "release" / "gatehouse").resolve()
         source = f"HEAD ({head}) exported to {export.name}/, the working tree having uncommitted changes under Sources/"
     log(f"{' '.join(argv)} ({'--build' if a.build else why}; building {source})")
     t0 = time.monotonic()
