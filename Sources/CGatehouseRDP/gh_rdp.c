@@ -457,7 +457,7 @@ static void *peer_thread_main(void *arg) {
     if (s->vcm) WTSCloseServer(s->vcm);
     s->vcm = NULL;
     peer->Disconnect(peer);
-    if (s->ctx && s->cb.closed) s->cb.closed(s->ctx, s->end_reason, sent, 0);
+    if (s->ctx && s->cb.closed) s->cb.closed(s->ctx, s->end_reason, sent, s->bytes_to_asset);
     freerdp_peer_context_free(peer);
     freerdp_peer_free(peer);
     s->peer = NULL;

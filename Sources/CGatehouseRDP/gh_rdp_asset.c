@@ -218,6 +218,8 @@ void gh_asset_free(gh_rdp_session *s) {
     pthread_mutex_lock(&s->clip_lock);
     s->clip_client = NULL;
     pthread_mutex_unlock(&s->clip_lock);
+    // What went to the asset: the user's input and the protocol around it.
+    s->bytes_to_asset = freerdp_get_transport_sent(s->target->context, FALSE);
     freerdp_disconnect(s->target);
     gdi_free(s->target);
     freerdp_context_free(s->target);

@@ -75,6 +75,7 @@ struct gh_rdp_session {
     pthread_mutex_t input_lock;
 
     atomic_uint terminate_code;
+    uint64_t bytes_to_asset;
     uint32_t refused_code;
     char end_reason[512];
 

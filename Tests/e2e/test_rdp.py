@@ -152,6 +152,8 @@ def test_desktop_relayed_recorded_exported_and_terminated(rdp_gateway, shadow_as
     ended = wait_for(lambda: [x for x in rdp_sessions(gw, admin, state="terminated") if x["id"] == s["id"]],
                      what="the terminated session in the records")[0]
     assert ended["terminated_by"] == "adam", ended
+    # Bytes both ways: the desktop to the user, the user's keys and clicks (and the protocol) to the asset.
+    assert ended["bytes_out"] > 10_000 and ended["bytes_in"] > 0, ended
     status, details, _ = api(gw, "GET", f"/api/v1/sessions/{s['id']}/activities", token=admin)
     kinds = [a["kind"] for a in details["activities"]]
     assert {"connected", "authenticated", "upstream_connected", "terminated"} <= set(kinds), kinds

@@ -91,8 +91,10 @@ typedef struct gh_rdp_callbacks {
     void (*clipboard)(void *session_context, int to_asset, uint32_t format, const uint8_t *data, size_t length);
     /// The session is over, both legs closed. After this returns the session context is
     /// not used again; `gh_rdp_session_release` the session when done with it.
+    /// `bytes_to_user`: what the user's client was sent; `bytes_to_asset`: what the asset
+    /// was sent (the user's input and the protocol around it).
     void (*closed)(void *session_context, const char *reason, uint64_t bytes_to_user,
-                   uint64_t bytes_from_user);
+                   uint64_t bytes_to_asset);
 } gh_rdp_callbacks;
 
 typedef struct gh_rdp_server_options {
