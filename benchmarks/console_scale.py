@@ -37,6 +37,9 @@ import urllib.parse
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_md  # noqa: E402  (benchmarks/results_md.py)
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 
@@ -942,23 +945,7 @@ def render(res: dict, info: dict, a) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Replaces this benchmark's section of RESULTS.md, or inserts it before "## History"."""
-    text = path.read_text() if path.exists() else "# Gatehouse benchmark results\n\n"
-    chunks = re.split(r"(?m)^(?=## )", text)
-    key = SECTION_TITLE.split(" at ")[0]
-    out, placed = [], False
-    for c in chunks:
-        if c.startswith(key):
-            if not placed:
-                out.append(section.rstrip("\n") + "\n\n")
-                placed = True
-            continue
-        if not placed and c.startswith("## History"):
-            out.append(section.rstrip("\n") + "\n\n")
-            placed = True
-        out.append(c)
-    if not placed:
-        out.append("\n" + section.rstrip("\n") + "\n")
-    path.write_text("".join(out))
+    results_md.write_section(path, section, key=SECTION_TITLE.split(" at ")[0])
 
 
 # --------------------------------------------------------------------------------------------

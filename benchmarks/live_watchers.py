@@ -59,6 +59,9 @@ M_EVENT = re.compile(rb'(?m)^\[\d+\.\d+, "m", ')
 # BYTES = terminal bytes between the two marker lines) and "eof T TOTAL".
 CONSUMER = r'''
 import os, sys, time
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_md  # noqa: E402  (benchmarks/results_md.py)
 READY, DONE = b"GH-READY-", b"GH-DONE-"
 keep = max(len(READY), len(DONE)) - 1
 pos, tail, ready_end, done = 0, b"", None, False
@@ -832,23 +835,7 @@ def render(res: dict, info: dict, a) -> str:
 
 def write_section(path: Path, section: str) -> None:
     """Replaces this benchmark's section of RESULTS.md, or puts it before "Failures and anomalies"."""
-    text = path.read_text() if path.exists() else "# Gatehouse benchmark results\n\n"
-    chunks = re.split(r"(?m)^(?=## )", text)
-    key = SECTION_TITLE.split(":")[0]
-    out, placed = [], False
-    for c in chunks:
-        if c.startswith(key):
-            if not placed:
-                out.append(section.rstrip("\n") + "\n\n")
-                placed = True
-            continue
-        if not placed and re.match(r"## (Failures and anomalies|History)", c):
-            out.append(section.rstrip("\n") + "\n\n")
-            placed = True
-        out.append(c)
-    if not placed:
-        out.append("\n" + section.rstrip("\n") + "\n")
-    path.write_text("".join(out))
+    results_md.write_section(path, section, key=SECTION_TITLE.split(":")[0], before=r"## (Failures and anomalies|History)")
 
 
 def main() -> int:

@@ -38,6 +38,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_md  # noqa: E402  (benchmarks/results_md.py)
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 E2E_DIR = REPO / "Tests" / "e2e"
@@ -1275,25 +1278,7 @@ def short_sym(sym: str) -> str:
 
 def write_section(path: Path, section: str, history_line: str | None) -> None:
     """Replaces this benchmark's section of RESULTS.md, or inserts it before "## History"; appends the History line."""
-    text = path.read_text() if path.exists() else "# Gatehouse benchmark results\n\n"
-    chunks = re.split(r"(?m)^(?=## )", text)
-    out, placed = [], False
-    for c in chunks:
-        if c.startswith(SECTION_KEY):
-            if not placed:
-                out.append(section.rstrip("\n") + "\n\n")
-                placed = True
-            continue
-        if c.startswith("## History"):
-            if not placed:
-                out.append(section.rstrip("\n") + "\n\n")
-                placed = True
-            if history_line:
-                c = c.rstrip("\n") + "\n" + history_line + "\n"
-        out.append(c)
-    if not placed:
-        out.append("\n" + section.rstrip("\n") + "\n")
-    path.write_text("".join(out))
+    results_md.write_section(path, section, key=SECTION_KEY, history_line=history_line)
 
 
 def main() -> int:
