@@ -527,7 +527,6 @@ gh_rdp_server *gh_rdp_server_start(const gh_rdp_server_options *options, const g
     server->callbacks = *callbacks;
     gh_copy_string(server->certificate_file, sizeof(server->certificate_file), options->certificate_file);
     gh_copy_string(server->private_key_file, sizeof(server->private_key_file), options->private_key_file);
-    server->port = options->port;
     server->nla = options->nla && callbacks->nla_hash;
     server->clipboard = options->clipboard;
     server->stop_event = CreateEventA(NULL, TRUE, FALSE, NULL);
@@ -555,8 +554,6 @@ fail:
     free(server);
     return NULL;
 }
-
-uint16_t gh_rdp_server_port(const gh_rdp_server *server) { return server->port; }
 
 void gh_rdp_server_stop(gh_rdp_server *server) {
     SetEvent(server->stop_event);

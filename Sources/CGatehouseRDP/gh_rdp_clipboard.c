@@ -62,6 +62,15 @@ static CLIPRDR_CAPABILITIES text_capabilities(CLIPRDR_GENERAL_CAPABILITY_SET *ge
 
 static const CLIPRDR_FORMAT_DATA_RESPONSE failed_response = { CB_FORMAT_DATA_RESPONSE, CB_RESPONSE_FAIL, 0, NULL };
 
+/// The answer to a file contents request: files do not cross the clipboard.
+static CLIPRDR_FILE_CONTENTS_RESPONSE refused_file_contents(const CLIPRDR_FILE_CONTENTS_REQUEST *request) {
+    CLIPRDR_FILE_CONTENTS_RESPONSE failed = { 0 };
+    failed.msgType = CB_FILECONTENTS_RESPONSE;
+    failed.msgFlags = CB_RESPONSE_FAIL;
+    failed.streamId = request->streamId;
+    return failed;
+}
+
 static void record(gh_rdp_session *s, int to_asset, UINT32 format, const CLIPRDR_FORMAT_DATA_RESPONSE *r) {
     if (r->msgFlags & CB_RESPONSE_FAIL) return;
     if (s->cb.clipboard && s->ctx && r->requestedFormatData && r->dataLen > 0)
@@ -138,10 +147,7 @@ static UINT user_data_response(CliprdrServerContext *context, const CLIPRDR_FORM
 }
 
 static UINT user_refused_file_contents(CliprdrServerContext *context, const CLIPRDR_FILE_CONTENTS_REQUEST *r) {
-    CLIPRDR_FILE_CONTENTS_RESPONSE failed = { 0 };
-    failed.msgType = CB_FILECONTENTS_RESPONSE;
-    failed.msgFlags = CB_RESPONSE_FAIL;
-    failed.streamId = r->streamId;
+    CLIPRDR_FILE_CONTENTS_RESPONSE failed = refused_file_contents(r);
     return context->ServerFileContentsResponse(context, &failed);
 }
 
@@ -211,10 +217,7 @@ static UINT asset_data_response(CliprdrClientContext *context, const CLIPRDR_FOR
 }
 
 static UINT asset_refused_file_contents(CliprdrClientContext *context, const CLIPRDR_FILE_CONTENTS_REQUEST *r) {
-    CLIPRDR_FILE_CONTENTS_RESPONSE failed = { 0 };
-    failed.msgType = CB_FILECONTENTS_RESPONSE;
-    failed.msgFlags = CB_RESPONSE_FAIL;
-    failed.streamId = r->streamId;
+    CLIPRDR_FILE_CONTENTS_RESPONSE failed = refused_file_contents(r);
     return context->ClientFileContentsResponse(context, &failed);
 }
 

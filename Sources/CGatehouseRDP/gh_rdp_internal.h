@@ -31,7 +31,6 @@ struct gh_rdp_server {
     gh_rdp_callbacks callbacks;
     char certificate_file[1024];
     char private_key_file[1024];
-    uint16_t port;
     HANDLE stop_event;
     pthread_t thread;
 };

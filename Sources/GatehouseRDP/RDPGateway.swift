@@ -42,8 +42,6 @@ public final class RDPGateway: @unchecked Sendable {
     let directory: Directory
     let certificates: AssetHostKeys
     private var server: OpaquePointer?
-    private let lock = NSLock()
-    private var sessions: Set<ObjectIdentifier> = []
 
     public init(_ deps: Dependencies) {
         self.deps = deps

@@ -116,8 +116,6 @@ int gh_rdp_nt_hash(const char *password, uint8_t nt_hash[16]);
 gh_rdp_server *gh_rdp_server_start(const gh_rdp_server_options *options,
                                    const gh_rdp_callbacks *callbacks, char *error,
                                    size_t error_size);
-/// The port actually bound (useful with port 0).
-uint16_t gh_rdp_server_port(const gh_rdp_server *server);
 /// Stops accepting (sessions already running go on until terminated).
 void gh_rdp_server_stop(gh_rdp_server *server);
 
